@@ -1,0 +1,3 @@
+from aiwriter.cli import main
+
+raise SystemExit(main())
