@@ -163,3 +163,40 @@ def load_model(path=None, vocab=None, device: str = "cpu", dtype=None) -> Model:
             f"vocab has {tokenizer.vocab_size} entries but the model has {net.vocab_size} outputs: wrong vocab for this model",
         )
     return Model(net=net, tokenizer=tokenizer, device=dev, dtype=dtype, path=path)
+
+
+class PrefixCache:
+    """Saved (logits, state) after reading some ids, so text that extends earlier text starts
+    from the longest saved prefix instead of re-reading everything. Bounded by total bytes;
+    least recently used entries go first."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = max_bytes
+        self._entries: dict[tuple[int, ...], tuple[torch.Tensor, State]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, ids, logits: torch.Tensor, state: State) -> None:
+        key = tuple(ids)
+        self._entries.pop(key, None)
+        self._entries[key] = (logits.clone(), state.copy())
+        while len(self._entries) > 1 and self.nbytes() > self.max_bytes:
+            self._entries.pop(next(iter(self._entries)))
+
+    def longest_prefix(self, ids) -> tuple[int, torch.Tensor | None, State | None]:
+        """(n, logits, state) for the longest saved prefix ids[:n]; (0, None, None) if none.
+        Returns copies: the caller may advance them freely."""
+        ids = tuple(ids)
+        best = None
+        for key in self._entries:
+            if len(key) <= len(ids) and (best is None or len(key) > len(best)) and ids[: len(key)] == key:
+                best = key
+        if best is None:
+            return 0, None, None
+        logits, state = self._entries.pop(best)
+        self._entries[best] = (logits, state)  # mark as recently used
+        return len(best), logits.clone(), state.copy()
+
+    def nbytes(self) -> int:
+        return sum(s.nbytes() + l.numel() * l.element_size() for l, s in self._entries.values())

@@ -1,0 +1,210 @@
+"""`aiwriter write`: the seed's run.py job — an opening, N runs of L chars, streamed to the terminal."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from aiwriter.errors import AIWriterError
+from aiwriter.settings import WriteConfig, load_write_config
+
+YELLOW, DIM, RESET = "\x1b[93m", "\x1b[2m", "\x1b[0m"
+INDENT = "\u3000"  # the seed shows each paragraph with a full-width indent
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("opening", nargs="?", help="开头；也可用 --file 或标准输入 / the opening; or --file, or standard input")
+    p.add_argument("--file", "-f", help="从文件读开头 (UTF-8) / read the opening from a file")
+    p.add_argument("--runs", "-n", type=int, help="写多少遍（默认 3）/ how many continuations (default 3)")
+    p.add_argument("--length", "-l", type=int, help="每次写多少字（默认 512）/ chars per continuation (default 512)")
+    p.add_argument("--top-p", type=float, help="top-p（默认 0.75）/ nucleus sampling (default 0.75)")
+    p.add_argument("--top-p-newline", type=float, help="换行后的 top-p（默认 0.9）/ top-p after a newline (default 0.9)")
+    p.add_argument("--temperature", "-t", type=float, help="温度（默认 1.0）/ temperature (default 1.0)")
+    p.add_argument("--allow-p", type=float, help="概率不低于它的字总保留（top-p-x，默认 0 关）/ always keep chars with prob ≥ this (default 0: off)")
+    p.add_argument("--top-k", type=int, help="只在最可能的 k 个字中选（0 关）/ keep the k most likely (0: off)")
+    p.add_argument("--top-a", type=float, help="top-a（0 关）/ top-a (0: off)")
+    p.add_argument("--min-p", type=float, help="min-p（0 关）/ min-p (0: off)")
+    p.add_argument("--repetition-penalty", type=float,
+                   help="2022 网页版的重复惩罚强度（默认 1，0 关）/ strength of the 2022 browser version's repetition penalty (default 1, 0: off)")
+    p.add_argument("--presence-penalty", type=float, help="出现惩罚 / presence penalty")
+    p.add_argument("--frequency-penalty", type=float, help="频率惩罚 / frequency penalty")
+    p.add_argument("--stop", action="append", help="遇到这段文字就停（可多次）/ stop at this string (repeatable)")
+    p.add_argument("--model", "-m", help="模型文件（默认内置模型）/ model file (default: the embedded model)")
+    p.add_argument("--vocab", help="词表文件 / vocab file")
+    p.add_argument("--device", help="cpu 或 cuda / cpu or cuda")
+    p.add_argument("--dtype", help="fp32、fp16、bf16")
+    p.add_argument("--seed", type=int, help="随机种子：同一种子写出同样的文字 / random seed: same seed, same text")
+    p.add_argument("--batch", type=int, help="同时写几遍（默认 8）/ runs written together in one batch (default 8)")
+    p.add_argument("--out", "-o", help="把每一遍都存到这个文件 / save every run to this file")
+    p.add_argument("--config", help="设置文件 (TOML) / settings file (TOML)")
+
+
+def _read_opening(args) -> str:
+    if args.opening is not None and args.file:
+        raise AIWriterError("开头和 --file 只能给一个", "give the opening or --file, not both")
+    if args.file:
+        try:
+            raw = Path(args.file).read_bytes()
+        except OSError as e:
+            raise AIWriterError(f"无法读取开头文件 {args.file}：{e.strerror}", f"cannot read opening file {args.file}: {e.strerror}")
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            try:
+                return raw.decode("gb18030")
+            except UnicodeDecodeError:
+                raise AIWriterError(f"开头文件 {args.file} 不是 UTF-8 或 GB18030 文本", f"opening file {args.file} is not UTF-8 or GB18030 text")
+    if args.opening is not None:
+        return args.opening
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    raise AIWriterError("请给出开头：aiwriter write \"开头\"，或 --file 文件", "give an opening: aiwriter write \"text\", or --file FILE")
+
+
+def _config(args) -> WriteConfig:
+    overrides = {k: getattr(args, k, None) for k in WriteConfig.__dataclass_fields__}
+    if args.stop:
+        overrides["stop"] = tuple(args.stop)
+    return load_write_config(args.config, overrides)
+
+
+def _sampling(cfg: WriteConfig):
+    from aiwriter.sampling import SamplingSettings
+
+    return SamplingSettings(
+        temperature=cfg.temperature, top_p=cfg.top_p, top_p_newline=cfg.top_p_newline, allow_p=cfg.allow_p,
+        top_a=cfg.top_a, top_k=cfg.top_k, min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty,
+        presence_penalty=cfg.presence_penalty, frequency_penalty=cfg.frequency_penalty,
+        penalty_decay=cfg.penalty_decay, stop_strings=cfg.stop,
+    )
+
+
+def _check_counts(cfg: WriteConfig) -> None:
+    if cfg.length <= 0:
+        raise AIWriterError(f"每次写的字数必须大于 0（收到 {cfg.length}）", f"--length must be greater than 0 (got {cfg.length})")
+    if cfg.runs <= 0:
+        raise AIWriterError(f"写的遍数必须大于 0（收到 {cfg.runs}）", f"--runs must be greater than 0 (got {cfg.runs})")
+    if cfg.batch <= 0:
+        raise AIWriterError(f"--batch 必须大于 0（收到 {cfg.batch}）", f"--batch must be greater than 0 (got {cfg.batch})")
+
+
+class Display:
+    """Terminal: the opening in yellow, paragraphs indented like the seed, stats dimmed.
+    Not a terminal: the plain text on stdout (so `| tee` is clean), stats on stderr."""
+
+    def __init__(self, stream=sys.stdout):
+        self.out = stream
+        self.tty = stream.isatty() and not os.environ.get("NO_COLOR")
+
+    def _w(self, s: str) -> None:
+        self.out.write(s)
+        self.out.flush()
+
+    def begin(self, opening: str, run: int, runs: int) -> None:
+        if self.tty:
+            self._w(f"{DIM}{'-' * 20} 第 {run + 1}/{runs} 遍 / run {run + 1}/{runs}{RESET}{YELLOW}")
+            self._w(opening.replace("\n", "\n" + INDENT) + RESET)
+        else:
+            if run:
+                self._w("\n" + "-" * 20 + "\n")
+            self._w(opening.lstrip("\n"))
+
+    def text(self, s: str) -> None:
+        self._w(s.replace("\n", "\n" + INDENT) if self.tty else s)
+
+    def end(self, chars: int, seconds: float, run: int, runs: int, note: str = "") -> None:
+        speed = chars / seconds if seconds > 0 else math.inf
+        stats = f"{chars} 字，{seconds:.2f} 秒，{speed:.1f} 字/秒{note} / {chars} chars, {seconds:.2f} s, {speed:.1f} chars/s"
+        if self.tty:
+            self._w(f"\n{DIM}{'-' * 10} {stats}{RESET}\n")
+        else:
+            self._w("\n")
+            print(f"[{run + 1}/{runs}] {stats}", file=sys.stderr)
+
+
+class OutFile:
+    """--out: every finished (or interrupted) run appended and flushed at once."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        if self.path:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.open("a", encoding="utf-8").close()
+            except OSError as e:
+                raise AIWriterError(f"无法写入 {self.path}：{e.strerror}", f"cannot write {self.path}: {e.strerror}")
+
+    def save(self, opening: str, text: str, run: int, runs: int, note: str = "") -> None:
+        if self.path:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(f"---------- 第 {run + 1}/{runs} 遍 / run {run + 1}/{runs}{note}\n{opening.lstrip(chr(10))}{text}\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def run(args) -> int:
+    import torch
+
+    from aiwriter import load_model
+    from aiwriter.writer import Piece, RunResult, Writer
+
+    cfg = _config(args)
+    _check_counts(cfg)
+    sampling = _sampling(cfg)
+    opening = _read_opening(args)
+    if not opening.strip():
+        raise AIWriterError("开头是空的，请输入开头", "the opening is empty: give some text to continue")
+    out = OutFile(args.out)
+
+    t_load = time.perf_counter()
+    model = load_model(cfg.model, vocab=cfg.vocab, device=cfg.device, dtype=cfg.dtype)
+    writer = Writer(model)
+    reading = writer.read(opening)
+    seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    print(
+        f"模型 {model.path.name}（{model.family}），开头 {len(reading.text) - 1} 字，写 {cfg.runs} 遍，每遍 {cfg.length} 字，种子 {seed}，"
+        f"准备用时 {time.perf_counter() - t_load:.1f} 秒 / model {model.path.name} ({model.family}), opening {len(reading.text) - 1} chars, "
+        f"{cfg.runs} runs × {cfg.length} chars, seed {seed}",
+        file=sys.stderr,
+    )
+
+    display = Display()
+    for start in range(0, cfg.runs, cfg.batch):
+        n = min(cfg.batch, cfg.runs - start)
+        texts = {start + i: "" for i in range(n)}
+        finished: dict[int, object] = {}
+        live = start
+        display.begin(reading.text, live, cfg.runs)
+        t0 = time.perf_counter()
+        try:
+            for ev in writer.write(reading, n, cfg.length, sampling, gen, first_run=start):
+                if isinstance(ev, Piece):
+                    texts[ev.run] += ev.text
+                    if ev.run == live:
+                        display.text(ev.text)
+                    continue
+                finished[ev.run] = ev
+                out.save(reading.text, ev.text, ev.run, cfg.runs)
+                # Show every finished run in order; the next unfinished one becomes live.
+                while live in finished:
+                    r = finished[live]
+                    display.end(r.chars, r.seconds, live, cfg.runs)
+                    live += 1
+                    if live < start + n:
+                        display.begin(reading.text, live, cfg.runs)
+                        display.text(texts[live])
+        except KeyboardInterrupt:
+            elapsed = time.perf_counter() - t0
+            note = "（中断）/ (interrupted)"
+            display.end(len(texts[live]), elapsed, live, cfg.runs, note=" 已中断")
+            for r in range(live, start + n):
+                if r not in finished and texts[r]:
+                    out.save(reading.text, texts[r], r, cfg.runs, note=" " + note)
+            print("已停止，写好的文字已保留 / stopped; what was written is kept", file=sys.stderr)
+            return 130
+    return 0

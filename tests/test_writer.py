@@ -1,0 +1,94 @@
+import torch
+
+from aiwriter.sampling import SamplingSettings
+from aiwriter.writer import Piece, RunResult, Writer
+
+GREEDY = SamplingSettings(top_p=0.0, top_p_newline=0.0)
+
+
+def collect(events):
+    texts, results = {}, {}
+    for ev in events:
+        if isinstance(ev, Piece):
+            texts[ev.run] = texts.get(ev.run, "") + ev.text
+        else:
+            results[ev.run] = ev
+    return texts, results
+
+
+def test_greedy_follows_the_model_and_counts_chars(cycle_model):
+    w = Writer(cycle_model)
+    r = w.read("甲乙")
+    assert r.text == "\n甲乙"  # the seed's cleaning: a leading newline
+    texts, results = collect(w.write(r, 2, 7, GREEDY))
+    assert texts == {0: "丙。\n甲乙丙。", 1: "丙。\n甲乙丙。"}
+    assert all(res.chars == 7 and res.stopped_by == "length" for res in results.values())
+
+
+def test_runs_branch_from_one_reading_without_rereading(cycle_model):
+    w = Writer(cycle_model)
+    r = w.read("甲乙丙")
+    net = cycle_model.net
+    net.calls.clear()
+    list(w.write(r, 3, 5, GREEDY))
+    list(w.write(r, 2, 5, GREEDY))
+    # every call during writing is one token per stream: the opening is never read again
+    assert net.calls and all(c == 1 for c in net.calls)
+
+
+def test_prefix_cache_reads_only_the_new_part(cycle_model):
+    w = Writer(cycle_model)
+    w.read("甲乙丙。甲乙")
+    net = cycle_model.net
+    net.calls.clear()
+    r2 = w.read("甲乙丙。甲乙丙。甲")
+    assert sum(net.calls) == 3  # "丙。甲": only what extends the cached text
+    assert r2.state.data["count"].item() == len("\n甲乙丙。甲乙丙。甲")
+    net.calls.clear()
+    w.read("甲乙丙。甲乙丙。甲")
+    assert net.calls == []  # exact hit
+
+
+def test_stop_string_ends_a_run_before_it(cycle_model):
+    w = Writer(cycle_model)
+    r = w.read("甲")
+    s = SamplingSettings(top_p=0.0, top_p_newline=0.0, stop_strings=("。\n",))
+    texts, results = collect(w.write(r, 1, 50, s))
+    assert texts[0] == "乙丙"
+    assert results[0].stopped_by == "stop"
+
+
+def test_unknown_char_is_never_written(cycle_model):
+    w = Writer(cycle_model)
+    r = w.read("\ue083")  # the model predicts the unknown char after it, but it is banned
+    texts, _ = collect(w.write(r, 4, 20, SamplingSettings(), torch.Generator().manual_seed(0)))
+    assert all("\ue083" not in t and len(t) == 20 for t in texts.values())
+
+
+def test_same_seed_same_text_on_a_real_model(f2_paths):
+    from aiwriter import load_model
+
+    m = load_model(f2_paths[0], vocab=f2_paths[1])
+    w = Writer(m)
+    r = w.read("林黛玉")
+
+    def go(seed):
+        texts, _ = collect(w.write(r, 2, 15, SamplingSettings(), torch.Generator().manual_seed(seed)))
+        return texts
+
+    a, b, c = go(7), go(7), go(8)
+    assert a == b and a != c
+    assert all(len(t) == 15 for t in a.values())
+
+
+def test_bad_counts_are_clear_errors(cycle_model):
+    import pytest
+
+    from aiwriter.errors import AIWriterError
+
+    w = Writer(cycle_model)
+    r = w.read("甲")
+    with pytest.raises(AIWriterError):
+        list(w.write(r, 1, 0, GREEDY))
+    with pytest.raises(AIWriterError):
+        w.read(" \n\u3000 ")
