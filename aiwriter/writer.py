@@ -82,47 +82,77 @@ class Writer:
     ) -> Iterator[Piece | RunResult]:
         """Write n continuations of `length` chars from one reading, stepping all n in one
         batched forward per step. Yields Pieces as text appears and a RunResult per run."""
-        if length <= 0:
-            raise AIWriterError("每次写的字数必须大于 0", "length must be greater than 0")
         if n <= 0:
             raise AIWriterError("写的遍数必须大于 0", "number of runs must be greater than 0")
-        tok = self.model.tokenizer
-        banned = tuple(settings.banned_ids) + ((tok.unknown_id,) if tok.unknown_id is not None else ())
-        settings = dataclasses.replace(settings, banned_ids=banned)
-        device = reading.logits.device
-
+        streams = [Stream(self.model, reading, length, settings, run=first_run + i) for i in range(n)]
         state = reading.state.repeat(n)
         logits = reading.logits.unsqueeze(0).repeat(n, 1)
-        decoders = [tok.stream_decoder() for _ in range(n)]
-        stops = [StopMatcher(settings.stop_strings) for _ in range(n)]
-        penalties = [PenaltyState(settings, self.model.vocab_size, _token_text(tok), device=device) for _ in range(n)]
-        for p in penalties:
-            p.prime(reading.ids)
-        texts = [""] * n
-        done = [False] * n
-        last_char = [reading.text[-1:]] * n
-        t0 = time.perf_counter()
         while True:
-            logits = apply_penalties(logits, penalties)
-            newline = torch.tensor([c == "\n" for c in last_char], device=device)
-            ids = sample(logits, settings, generator=generator, prev_is_newline=newline).tolist()
-            for i, token in enumerate(ids):
-                if done[i]:
+            ids = next_ids(logits, streams, generator)
+            for s, token in zip(streams, ids):
+                if s.done:
                     continue
-                piece = decoders[i].feed(token)
-                penalties[i].update(token)
-                out, hit = stops[i].feed(piece)
-                out = out[: length - len(texts[i])]
-                if out:
-                    texts[i] += out
-                    last_char[i] = out[-1]
-                    yield Piece(first_run + i, out)
-                if hit or len(texts[i]) >= length:
-                    done[i] = True
-                    yield RunResult(first_run + i, texts[i], time.perf_counter() - t0, "stop" if hit else "length")
-            if all(done):
+                piece = s.feed(token)
+                if piece:
+                    yield Piece(s.run, piece)
+                if s.done:
+                    yield s.result()
+            if all(s.done for s in streams):
                 return
             logits, state = self.model.forward_batch(ids, state)
+
+
+class Stream:
+    """One continuation being written: turns its sampled ids into whole chars, with its own
+    penalties and stop strings, and ends at `length` chars. The batched loops (Writer.write,
+    and a server stepping many requests together) share it, so text is made in one place."""
+
+    def __init__(self, model: Model, reading: Reading, length: int, settings: SamplingSettings, run: int = 0):
+        if length <= 0:
+            raise AIWriterError("每次写的字数必须大于 0", "length must be greater than 0")
+        tok = model.tokenizer
+        if tok.unknown_id is not None and tok.unknown_id not in settings.banned_ids:
+            settings = dataclasses.replace(settings, banned_ids=settings.banned_ids + (tok.unknown_id,))
+        self.settings, self.length, self.run = settings, length, run
+        self.decoder = tok.stream_decoder()
+        self.stop = StopMatcher(settings.stop_strings)
+        self.penalty = PenaltyState(settings, model.vocab_size, _token_text(tok), device=reading.logits.device)
+        self.penalty.prime(reading.ids)
+        self.text = ""
+        self.last_char = reading.text[-1:]
+        self.stopped_by = ""
+        self.t0 = time.perf_counter()
+
+    @property
+    def done(self) -> bool:
+        return bool(self.stopped_by)
+
+    def feed(self, token: int) -> str:
+        """Take the sampled id; return the whole chars it completes (may be "")."""
+        self.penalty.update(token)
+        out, hit = self.stop.feed(self.decoder.feed(token))
+        out = out[: self.length - len(self.text)]
+        if out:
+            self.text += out
+            self.last_char = out[-1]
+        if hit:
+            self.stopped_by = "stop"
+        elif len(self.text) >= self.length:
+            self.stopped_by = "length"
+        return out
+
+    def result(self) -> RunResult:
+        return RunResult(self.run, self.text, time.perf_counter() - self.t0, self.stopped_by or "interrupt")
+
+
+def next_ids(logits: torch.Tensor, streams: list[Stream], generator: torch.Generator | None = None) -> list[int]:
+    """Sample one id per stream from batched logits [B, V] (penalties, then the filters)."""
+    logits = apply_penalties(logits, [s.penalty for s in streams])
+    newline = [s.last_char == "\n" for s in streams]
+    first = streams[0].settings
+    if all(s.settings == first for s in streams):
+        return sample(logits, first, generator=generator, prev_is_newline=torch.tensor(newline)).tolist()
+    return [int(sample(row, s.settings, generator=generator, prev_is_newline=nl)) for row, s, nl in zip(logits, streams, newline)]
 
 
 def _token_text(tok):
