@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tests use tiny models: one thread is faster than two on a shared, busy machine.
+torch.set_num_threads(1)
+
 os.environ.setdefault("RWKV_JIT_ON", "0")
 os.environ.setdefault("RWKV_CUDA_ON", "0")
 
