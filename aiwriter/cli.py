@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
@@ -11,11 +12,22 @@ from aiwriter.errors import AIWriterError
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"错误：命令行参数有误（{message}）\nError: invalid arguments: {message}\n")
+
+
 def _bilingual_parser(**kw) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(**kw)
+    p = _Parser(add_help=False, **kw)
+    _add_help(p)
     p._positionals.title = "参数 / arguments"
     p._optionals.title = "选项 / options"
     return p
+
+
+def _add_help(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-h", "--help", action="help", help="显示帮助后退出 / show this help and exit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     from aiwriter import write_command
 
     w = sub.add_parser(
-        "write", help="续写开头 / continue an opening",
+        "write", add_help=False, help="续写开头 / continue an opening",
         description="续写开头，写多少遍 × 每次多少字 / continue an opening, N runs of L chars",
     )
     write_command.add_arguments(w)
@@ -39,14 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "aiwriter.training.train", "训练或微调模型", "train or fine-tune a model"),
         ("eval", "aiwriter.training.evaluate", "测量模型在文本上的损失", "measure a model's loss on a text"),
     ):
-        try:
-            mod = __import__(module, fromlist=["run"])
-        except ImportError:
-            continue
-        p = sub.add_parser(name, help=f"{zh} / {en}", description=f"{zh} / {en}")
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, add_help=False, help=f"{zh} / {en}", description=f"{zh} / {en}")
         mod.add_arguments(p)
         p.set_defaults(func=mod.run)
     for p in sub.choices.values():
+        _add_help(p)
         p._positionals.title = "参数 / arguments"
         p._optionals.title = "选项 / options"
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="出错时显示完整的调用栈 / show tracebacks on errors")

@@ -104,3 +104,20 @@ def test_ctrl_c_keeps_what_was_written(f2_args, tmp_path, monkeypatch, capsys):
     assert "interrupted" in saved
     written = shown.strip()[len("林黛玉"):]
     assert len(written) == 5 and written in saved
+
+
+def test_malformed_flag_is_bilingual(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["write", "开头", "--runs", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "错误" in err and "invalid arguments" in err and "Traceback" not in err
+
+
+def test_help_lists_commands_bilingually(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("write", "train", "eval"):
+        assert cmd in out
+    assert "显示帮助" in out and "续写" in out
