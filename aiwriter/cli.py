@@ -47,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     write_command.add_arguments(w)
     w.set_defaults(func=write_command.run)
 
+    from aiwriter.server import command as serve_command
+
+    s = sub.add_parser(
+        "serve", add_help=False, help="打开网页写作界面 / open the web writer",
+        description="在本机启动写作网页和 API（OpenAI、KoboldAI 兼容）/ run the writing page and the APIs (OpenAI, KoboldAI compatible) locally",
+    )
+    serve_command.add_arguments(s)
+    s.set_defaults(func=serve_command.run)
+
     for name, module, zh, en in (
         ("train", "aiwriter.training.train", "训练或微调模型", "train or fine-tune a model"),
         ("eval", "aiwriter.training.evaluate", "测量模型在文本上的损失", "measure a model's loss on a text"),

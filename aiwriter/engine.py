@@ -156,7 +156,7 @@ def load_model(path=None, vocab=None, device: str = "cpu", dtype=None) -> Model:
     net = net.to(device=dev, dtype=dtype).eval()
 
     vocab_path = Path(vocab) if vocab is not None else _find_vocab(path)
-    tokenizer = load_tokenizer(vocab_path) if vocab_path is not None else tokenizer_for_vocab_size(net.vocab_size)
+    tokenizer = load_tokenizer(vocab_path) if vocab_path is not None else tokenizer_for_vocab_size(net.vocab_size, near=path.parent)
     if tokenizer.vocab_size > net.vocab_size:
         raise AIWriterError(
             f"词表有 {tokenizer.vocab_size} 项，但模型只有 {net.vocab_size} 个输出，词表与模型不配套",

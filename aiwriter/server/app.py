@@ -1,0 +1,201 @@
+"""The FastAPI app: the writing page at /, the OpenAI and KoboldAI APIs, manuscripts.
+
+create_app(settings) loads the model and opens the manuscript database; a Scheduler thread owns
+the model from then on. Every error leaves as JSON with a 4xx status naming the field, never a
+traceback; a bug gives a JSON 500 and the server keeps serving.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+
+import aiwriter
+from aiwriter.errors import AIWriterError
+from aiwriter.server.common import DEFAULTS, ApiError, SafeJSON, error_body, error_response
+from aiwriter.server.scheduler import ModelCatalog, Scheduler
+from aiwriter.store import NotFound, Store, default_db_path
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+CORS_PREFIXES = ("/v1/", "/api/v1/", "/api/extra/")  # the model APIs browser clients call cross-origin
+
+
+@dataclass
+class ServerSettings:
+    model: str | None = None       # model file; None = the embedded default model
+    vocab: str | None = None       # vocab for that model (else NAME.json / vocab.json beside it)
+    models_dir: str | None = None  # *.pth / *.safetensors here are offered in the model picker
+    db: str | None = None          # SQLite file for manuscripts; None = the per-user default
+    host: str = "127.0.0.1"
+    device: str = "cpu"
+    dtype: str | None = None
+    max_body: int = 4 * 2**20      # bytes; larger bodies get 413
+    max_batch: int = 16            # streams stepped together in one forward
+    max_queue: int = 32            # requests waiting for room; more get 429
+    max_n: int = 8                 # continuations per request
+    max_length: int = 10_000       # chars per continuation
+    cache_bytes: int = 256 * 2**20  # prefix cache (saved states) budget
+
+
+def create_app(settings: ServerSettings | None = None, model=None, loader=None, model_name: str | None = None) -> FastAPI:
+    """model / loader / model_name: inject an already-loaded Model (and how to load others),
+    for tests and embedding; by default the model is loaded from settings.model."""
+    settings = settings or ServerSettings()
+    default_path = settings.model or aiwriter.DEFAULT_MODEL
+    catalog = ModelCatalog(default_path, settings.models_dir, settings.vocab,
+                           default_name=model_name or ("default" if settings.model is None else None))
+    store = Store(settings.db or default_db_path())
+    try:
+        scheduler = Scheduler(catalog, model, device=settings.device, dtype=settings.dtype, max_batch=settings.max_batch,
+                              max_queue=settings.max_queue, cache_bytes=settings.cache_bytes, loader=loader)
+    except BaseException:
+        store.close()
+        raise
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        scheduler.close()
+        store.close()
+
+    app = FastAPI(title="AI-Writer", version=aiwriter.__version__, lifespan=lifespan, docs_url="/api/docs-ui",
+                  redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
+    app.state.started = time.time()
+
+    _error_handlers(app)
+    from aiwriter.server import documents, kobold_api, openai_api
+
+    app.include_router(openai_api.router)
+    app.include_router(kobold_api.router)
+    app.include_router(documents.router)
+
+    @app.get("/api/status")
+    def status():
+        return {"aiwriter": aiwriter.__version__, **scheduler.status()}
+
+    @app.get("/api/config")
+    def config():
+        """What the page needs to draw its controls: defaults and limits."""
+        return {
+            "version": aiwriter.__version__, "model": scheduler.model_name, "models": catalog.names(),
+            "max_n": settings.max_n, "max_length": settings.max_length,
+            "defaults": {k: getattr(DEFAULTS, k) for k in ("temperature", "top_p", "top_p_newline", "allow_p", "top_k",
+                                                           "top_a", "min_p", "repetition_penalty", "presence_penalty",
+                                                           "frequency_penalty", "length", "runs")},
+        }
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/web", _Static(directory=WEB), name="web")
+    app.add_middleware(GuardMiddleware, loopback_only=settings.host in LOOPBACK)
+    return app
+
+
+class _Static(StaticFiles):
+    """The page's files, revalidated on every load (ETag), so an upgrade shows at once."""
+
+    async def get_response(self, path, scope):
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request, e: ApiError):
+        return error_response(e)
+
+    @app.exception_handler(AIWriterError)
+    async def aiwriter_error(request, e: AIWriterError):
+        status = 404 if isinstance(e, NotFound) else getattr(e, "status", 400)
+        return error_response(ApiError(status, e.zh, e.en, getattr(e, "param", None)))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, e: RequestValidationError):
+        # name the parameter; never echo its value
+        loc = next(iter(e.errors()), {}).get("loc", ())
+        name = str(loc[-1]) if loc else "?"
+        return error_response(ApiError(422 if loc[:1] != ("path",) else 404,
+                                       f"参数 {name} 无效", f"invalid parameter '{name}'", param=name))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, e: StarletteHTTPException):
+        if e.status_code == 404:
+            return error_response(ApiError(404, "没有这个地址", "no such endpoint", kind="not_found"))
+        if e.status_code == 405:
+            return error_response(ApiError(405, "这个地址不接受这种请求方法", "method not allowed here"))
+        return SafeJSON(error_body(e.status_code, "请求无效", "bad request"), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def bug(request, e: Exception):
+        traceback.print_exc()
+        return error_response(ApiError(500, f"内部错误（{type(e).__name__}），请报告此问题",
+                                       f"internal error ({type(e).__name__}); please report it", kind="server_error"))
+
+
+class GuardMiddleware:
+    """Keeps other web sites out of a server on loopback:
+    - Host must be a loopback name (a DNS-rebinding page has its own name in Host);
+    - the manuscript endpoints refuse requests whose Origin is another site (no CSRF);
+    - the model APIs allow any origin (CORS), as KoboldCpp and OpenAI-style servers do, so
+      browser clients like Kobold Lite connect."""
+
+    def __init__(self, app, loopback_only: bool = True):
+        self.app, self.loopback_only = app, loopback_only
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if self.loopback_only and _hostname(host) not in LOOPBACK:
+            return await _refuse(scope, receive, send, "只接受来自本机地址的请求（Host 不是 127.0.0.1 或 localhost）",
+                                 "only requests to a loopback address are served (Host is not 127.0.0.1 or localhost)")
+        origin = headers.get("origin")
+        cors = scope["path"].startswith(CORS_PREFIXES)
+        if cors and scope["method"] == "OPTIONS" and origin:
+            await send({"type": "http.response.start", "status": 204, "headers": _cors_headers(preflight=True)})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if not cors and origin and scope["method"] not in ("GET", "HEAD") and urlsplit(origin).netloc != host:
+            return await _refuse(scope, receive, send, "拒绝来自其他网站的请求", "requests from other web sites are refused")
+        if not cors or not origin:
+            return await self.app(scope, receive, send)
+
+        async def send_cors(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": list(message.get("headers", [])) + _cors_headers()}
+            await send(message)
+
+        await self.app(scope, receive, send_cors)
+
+
+def _hostname(host: str) -> str:
+    if host.startswith("["):
+        return host[1:].split("]")[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _cors_headers(preflight: bool = False) -> list[tuple[bytes, bytes]]:
+    h = [(b"access-control-allow-origin", b"*")]
+    if preflight:
+        h += [(b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+              (b"access-control-allow-headers", b"*"), (b"access-control-max-age", b"600")]
+    return h
+
+
+async def _refuse(scope, receive, send, zh, en):
+    await SafeJSON(error_body(403, zh, en, kind="forbidden"), status_code=403)(scope, receive, send)

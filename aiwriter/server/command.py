@@ -1,0 +1,106 @@
+"""`aiwriter serve`: the writing page and the APIs on a local port, opened in the browser."""
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+import webbrowser
+
+from aiwriter.errors import AIWriterError
+
+DEFAULT_PORT = 8266
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="监听地址（默认只对本机开放）/ address to listen on (default: this computer only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"端口（默认 {DEFAULT_PORT}，0 表示随便一个空闲端口）/ port (default {DEFAULT_PORT}; 0: any free port)")
+    p.add_argument("--model", "-m", help="启动时载入的模型文件（默认内置模型）/ model file to load (default: the embedded model)")
+    p.add_argument("--vocab", help="--model 的词表文件 / vocab file for --model")
+    p.add_argument("--models-dir", help="模型文件夹：其中的 *.pth、*.safetensors 可在网页上选择 / folder whose *.pth and *.safetensors files the page offers")
+    p.add_argument("--db", help="文稿数据库文件（SQLite）/ manuscript database file (SQLite)")
+    p.add_argument("--device", default="cpu", help="cpu 或 cuda / cpu or cuda")
+    p.add_argument("--dtype", help="fp32、fp16、bf16")
+    p.add_argument("--max-batch", type=int, default=16, help="同时写的最多条数（一次前向）/ most streams written together in one forward (default 16)")
+    p.add_argument("--max-queue", type=int, default=32, help="排队请求的上限，超出回答 429 / most queued requests; more get 429 (default 32)")
+    p.add_argument("--max-body", type=int, default=4 * 2**20, help="请求体上限（字节，默认 4 MB）/ request body limit in bytes (default 4 MB)")
+    p.add_argument("--no-browser", action="store_true", help="不自动打开浏览器 / do not open the browser")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise AIWriterError(f"无法在 {host}:{port} 上监听（{e.strerror}）；端口被占用时可换一个，如 --port {port + 1}",
+                            f"cannot listen on {host}:{port} ({e.strerror}); if the port is taken, try --port {port + 1}")
+    sock.listen(128)
+    return sock
+
+
+def _positive(args, *names):
+    for name in names:
+        value = getattr(args, name)
+        if value <= 0:
+            flag = "--" + name.replace("_", "-")
+            raise AIWriterError(f"{flag} 必须大于 0", f"{flag} must be greater than 0")
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from aiwriter.server.app import LOOPBACK, ServerSettings, create_app
+    from aiwriter.store import default_db_path
+
+    _positive(args, "max_batch", "max_queue", "max_body")
+    if not 0 <= args.port <= 65535:
+        raise AIWriterError("--port 应在 0 到 65535 之间", "--port must be between 0 and 65535")
+    settings = ServerSettings(model=args.model, vocab=args.vocab, models_dir=args.models_dir, db=args.db, host=args.host,
+                              device=args.device, dtype=args.dtype, max_batch=args.max_batch, max_queue=args.max_queue,
+                              max_body=args.max_body, max_n=min(8, args.max_batch))
+    sock = _bind(args.host, args.port)
+    try:
+        app = create_app(settings)  # loads the model and opens the database: errors surface here
+        app.state.scheduler.model.tokenizer.encode("\n")  # a model without a usable vocab fails now, not per request
+    except BaseException:
+        if "app" in locals():
+            app.state.scheduler.close()
+            app.state.store.close()
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
+    sched = app.state.scheduler
+    print(f"AI-Writer 已启动：{url}  （模型 {sched.model_name}，{sched.model.family}；文稿存于 {settings.db or default_db_path()}）\n"
+          f"AI-Writer is running at {url}  (model {sched.model_name}; manuscripts in {settings.db or default_db_path()})\n"
+          f"按 Ctrl+C 停止 / press Ctrl+C to stop", flush=True)
+    if args.host not in LOOPBACK:
+        print("注意：服务器对其他机器开放，文稿接口没有密码保护 / note: the server is open to other machines and has no password",
+              file=sys.stderr, flush=True)
+    if not args.no_browser:
+        threading.Timer(0.5, webbrowser.open, [url]).start()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def main(argv=None) -> int:
+    """`python -m aiwriter.server.command`: the same command without the rest of the CLI."""
+    from aiwriter.cli import print_error
+
+    p = argparse.ArgumentParser(prog="aiwriter serve")
+    add_arguments(p)
+    try:
+        return run(p.parse_args(argv))
+    except AIWriterError as e:
+        print_error(e.zh, e.en)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
