@@ -1,0 +1,1 @@
+"""Training and evaluation: `aiwriter train` (train.py), `aiwriter eval` (evaluate.py)."""
