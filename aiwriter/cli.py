@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, zh, en in (
         ("train", "aiwriter.training.train", "训练或微调模型", "train or fine-tune a model"),
         ("eval", "aiwriter.training.evaluate", "测量模型在文本上的损失", "measure a model's loss on a text"),
+        ("bench", "aiwriter.bench", "测量速度（与 rwkv 官方包对比）", "measure speed (next to the rwkv package)"),
+        ("export-onnx", "aiwriter.onnx_export", "导出一步 RNN 的 ONNX 模型", "export one RNN step as an ONNX model"),
     ):
         mod = importlib.import_module(module)
         p = sub.add_parser(name, add_help=False, help=f"{zh} / {en}", description=f"{zh} / {en}")

@@ -15,6 +15,8 @@ import torch
 from aiwriter.errors import AIWriterError
 from aiwriter.formats import detect_family, read_weights
 from aiwriter.models import family_class
+from aiwriter.models.fast_decode import enable_fast_decode
+from aiwriter.models.quant import pack_bf16, quantize_int8
 from aiwriter.tokenizer import Tokenizer, load_tokenizer, tokenizer_for_vocab_size
 
 DTYPES = {
@@ -144,9 +146,12 @@ def load_model(path=None, vocab=None, device: str = "cpu", dtype=None) -> Model:
         raise AIWriterError("这台机器没有可用的 CUDA GPU，请用 --device cpu", "no CUDA GPU available here; use --device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise AIWriterError(f"不支持的设备：{device}（可用 cpu 或 cuda）", f"unsupported device: {device} (use cpu or cuda)")
+    int8 = dtype == "int8"  # int8 matrices, float32 everything else (aiwriter/models/quant.py)
+    if int8:
+        dtype = torch.float32
     if isinstance(dtype, str):
         if dtype not in DTYPES:
-            raise AIWriterError(f"未知精度：{dtype}（可用 fp32、fp16、bf16）", f"unknown dtype: {dtype} (use fp32, fp16, bf16)")
+            raise AIWriterError(f"未知精度：{dtype}（可用 fp32、fp16、bf16、int8）", f"unknown dtype: {dtype} (use fp32, fp16, bf16, int8)")
         dtype = DTYPES[dtype]
     dtype = dtype or torch.float32
 
@@ -154,6 +159,11 @@ def load_model(path=None, vocab=None, device: str = "cpu", dtype=None) -> Model:
     family = detect_family(weights)
     net = family_class(family).from_weights(weights)
     net = net.to(device=dev, dtype=dtype).eval()
+    if int8:
+        quantize_int8(net)
+    elif dtype == torch.bfloat16 and dev.type == "cpu":
+        pack_bf16(net)  # oneDNN's reordered bf16 weights: same numbers as torch's bf16 matmul, faster
+    enable_fast_decode(net)  # lean one-token step, bit-equal to the family's forward
 
     vocab_path = Path(vocab) if vocab is not None else _find_vocab(path)
     tokenizer = load_tokenizer(vocab_path) if vocab_path is not None else tokenizer_for_vocab_size(net.vocab_size, near=path.parent)

@@ -115,10 +115,14 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")  # a failed COMMIT (disk full) must not leave the transaction open
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:  # nothing more to undo; the next save starts clean
+                        pass
                 raise
-            self._db.execute("COMMIT")
 
     # ------------------------------------------------------------------ documents
 

@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", help="模型文件（默认内置模型）/ model file (default: the embedded model)")
     p.add_argument("--vocab", help="词表文件 / vocab file")
     p.add_argument("--device", help="cpu 或 cuda / cpu or cuda")
-    p.add_argument("--dtype", help="fp32、fp16、bf16")
+    p.add_argument("--dtype", help="fp32、fp16、bf16（GPU），int8、bf16（CPU 更快）/ fp32, fp16, bf16 (GPU); int8, bf16 (faster on CPU)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="推理后端：torch（默认）或 onnx（onnxruntime）/ inference backend: torch (default) or onnx (onnxruntime)")
     p.add_argument("--seed", type=int, help="随机种子：同一种子写出同样的文字 / random seed: same seed, same text")
     p.add_argument("--batch", type=int, help="同时写几遍（默认 8）/ runs written together in one batch (default 8)")
     p.add_argument("--out", "-o", help="把每一遍都存到这个文件 / save every run to this file")
@@ -83,11 +85,19 @@ def _sampling(cfg: WriteConfig):
     )
 
 
+MAX_LENGTH, MAX_RUNS = 1_000_000, 100_000
+
+
 def _check_counts(cfg: WriteConfig) -> None:
-    if cfg.length <= 0:
-        raise AIWriterError(f"每次写的字数必须大于 0（收到 {cfg.length}）", f"--length must be greater than 0 (got {cfg.length})")
-    if cfg.runs <= 0:
-        raise AIWriterError(f"写的遍数必须大于 0（收到 {cfg.runs}）", f"--runs must be greater than 0 (got {cfg.runs})")
+    if not 0 < cfg.length <= MAX_LENGTH:
+        raise AIWriterError(
+            f"每次写的字数必须在 1 到 {MAX_LENGTH:,} 之间（收到 {cfg.length}）",
+            f"--length must be between 1 and {MAX_LENGTH:,} (got {cfg.length})",
+        )
+    if not 0 < cfg.runs <= MAX_RUNS:
+        raise AIWriterError(
+            f"写的遍数必须在 1 到 {MAX_RUNS:,} 之间（收到 {cfg.runs}）", f"--runs must be between 1 and {MAX_RUNS:,} (got {cfg.runs})"
+        )
     if cfg.batch <= 0:
         raise AIWriterError(f"--batch 必须大于 0（收到 {cfg.batch}）", f"--batch must be greater than 0 (got {cfg.batch})")
 
@@ -96,9 +106,9 @@ class Display:
     """Terminal: the opening in yellow, paragraphs indented like the seed, stats dimmed.
     Not a terminal: the plain text on stdout (so `| tee` is clean), stats on stderr."""
 
-    def __init__(self, stream=sys.stdout):
-        self.out = stream
-        self.tty = stream.isatty() and not os.environ.get("NO_COLOR")
+    def __init__(self, stream=None):
+        self.out = stream or sys.stdout  # looked up now, not at import (tests swap sys.stdout)
+        self.tty = self.out.isatty() and not os.environ.get("NO_COLOR")
 
     def _w(self, s: str) -> None:
         self.out.write(s)
@@ -161,7 +171,12 @@ def run(args) -> int:
     out = OutFile(args.out)
 
     t_load = time.perf_counter()
-    model = load_model(cfg.model, vocab=cfg.vocab, device=cfg.device, dtype=cfg.dtype)
+    if getattr(args, "backend", "torch") == "onnx":
+        from aiwriter.onnx_backend import load_onnx_model
+
+        model = load_onnx_model(cfg.model, vocab=cfg.vocab)
+    else:
+        model = load_model(cfg.model, vocab=cfg.vocab, device=cfg.device, dtype=cfg.dtype)
     writer = Writer(model)
     reading = writer.read(opening)
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)

@@ -46,6 +46,7 @@ def test_write_same_seed_same_text_and_stdin(f2_args):
     [
         (["--length", "0"], "length"),
         (["--runs", "-1"], "runs"),
+        (["--length", "100000000000000000000"], "length"),
         (["--top-p", "1.5"], "top_p"),
         (["--temperature", "0"], "temperature"),
         (["--device", "tpu"], "device"),

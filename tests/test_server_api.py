@@ -494,7 +494,8 @@ def test_documents_api(client):
     assert client.get(doc).status_code == 404
 
 
-def test_other_sites_cannot_touch_manuscripts_but_may_call_the_model_api(client):
+def test_other_sites_are_refused_unless_allowed(client):
+    # the model APIs too: CORS is opt-in (--cors-origin, tested in test_hardening_security.py)
     evil = {"origin": "http://evil.example"}
     r = client.post("/api/docs", json={"title": "x"}, headers=evil)
     assert r.status_code == 403
@@ -502,6 +503,8 @@ def test_other_sites_cannot_touch_manuscripts_but_may_call_the_model_api(client)
     assert client.post("/api/docs", json={"title": "x"}, headers=own).status_code == 201
     assert client.get("/api/docs", headers={"host": "evil.example"}).status_code == 403  # DNS rebinding
     pre = client.options("/v1/completions", headers={**evil, "access-control-request-method": "POST"})
-    assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "*"
+    assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
     r = client.post("/v1/completions", json={"prompt": "甲", "max_tokens": 1, **GREEDY}, headers=evil)
-    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+    assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+    r = client.post("/v1/completions", json={"prompt": "甲", "max_tokens": 1, **GREEDY}, headers=own)
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers

@@ -102,7 +102,7 @@ def test_write_rewrite_pick_then_reload_and_restart(tmp_path):
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 820})
+            page = browser.new_page(viewport={"width": 1280, "height": 820}, bypass_csp=True)  # wait_for_function evals a string
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url)

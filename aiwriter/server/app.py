@@ -6,6 +6,7 @@ traceback; a bug gives a JSON 500 and the server keeps serving.
 """
 from __future__ import annotations
 
+import hmac
 import time
 import traceback
 from contextlib import asynccontextmanager
@@ -21,13 +22,22 @@ from starlette.staticfiles import StaticFiles
 
 import aiwriter
 from aiwriter.errors import AIWriterError
-from aiwriter.server.common import DEFAULTS, ApiError, SafeJSON, error_body, error_response
+from aiwriter.server.common import DEFAULTS, ApiError, SafeJSON, dumps, error_body, error_response
 from aiwriter.server.scheduler import ModelCatalog, Scheduler
 from aiwriter.store import NotFound, Store, default_db_path
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-CORS_PREFIXES = ("/v1/", "/api/v1/", "/api/extra/")  # the model APIs browser clients call cross-origin
+# the page runs only its own files, talks only to this server, and cannot be framed by another
+# site (which could trick a writer into clicking 删除)
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+                               "frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+API_PREFIXES = ("/v1/", "/api/")  # everything that reads or changes data or runs the model
 
 
 @dataclass
@@ -45,12 +55,17 @@ class ServerSettings:
     max_n: int = 8                 # continuations per request
     max_length: int = 10_000       # chars per continuation
     cache_bytes: int = 256 * 2**20  # prefix cache (saved states) budget
+    api_key: str | None = None     # required on every API route when set (always off loopback)
+    insecure: bool = False         # off loopback without a key: only when asked for in so many words
+    cors_origins: tuple = ()       # other web pages allowed to call the APIs ("*" = any)
+    log_prompts: bool = False      # logs carry sizes only, unless this is set
 
 
 def create_app(settings: ServerSettings | None = None, model=None, loader=None, model_name: str | None = None) -> FastAPI:
     """model / loader / model_name: inject an already-loaded Model (and how to load others),
     for tests and embedding; by default the model is loaded from settings.model."""
     settings = settings or ServerSettings()
+    check_exposure(settings)
     default_path = settings.model or aiwriter.DEFAULT_MODEL
     catalog = ModelCatalog(default_path, settings.models_dir, settings.vocab,
                            default_name=model_name or ("default" if settings.model is None else None))
@@ -97,10 +112,11 @@ def create_app(settings: ServerSettings | None = None, model=None, loader=None, 
 
     @app.get("/", include_in_schema=False)
     def index():
-        return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 
     app.mount("/web", _Static(directory=WEB), name="web")
-    app.add_middleware(GuardMiddleware, loopback_only=settings.host in LOOPBACK)
+    app.add_middleware(GuardMiddleware, loopback_only=settings.host in LOOPBACK, api_key=settings.api_key,
+                       cors_origins=settings.cors_origins)
     return app
 
 
@@ -110,6 +126,7 @@ class _Static(StaticFiles):
     async def get_response(self, path, scope):
         response = await super().get_response(path, scope)
         response.headers["Cache-Control"] = "no-cache"
+        response.headers.update(PAGE_HEADERS)
         return response
 
 
@@ -147,14 +164,17 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 class GuardMiddleware:
-    """Keeps other web sites out of a server on loopback:
-    - Host must be a loopback name (a DNS-rebinding page has its own name in Host);
-    - the manuscript endpoints refuse requests whose Origin is another site (no CSRF);
-    - the model APIs allow any origin (CORS), as KoboldCpp and OpenAI-style servers do, so
-      browser clients like Kobold Lite connect."""
+    """Keeps other web sites and other machines out:
+    - on loopback, Host must be a loopback name (a DNS-rebinding page has its own name in Host);
+    - a request from a browser page of another origin is refused unless that origin was allowed
+      with --cors-origin (then it gets CORS headers); the page's own origin needs nothing;
+    - with an API key, every API route (/v1/…, /api/…) wants it as `Authorization: Bearer KEY`
+      or `X-API-Key: KEY`; the page itself (/, /web/…) holds no data and loads without it."""
 
-    def __init__(self, app, loopback_only: bool = True):
+    def __init__(self, app, loopback_only: bool = True, api_key: str | None = None, cors_origins=()):
         self.app, self.loopback_only = app, loopback_only
+        self.api_key = api_key.encode() if api_key else None
+        self.cors_origins = {o.rstrip("/").lower() for o in cors_origins}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -162,25 +182,42 @@ class GuardMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         if self.loopback_only and _hostname(host) not in LOOPBACK:
-            return await _refuse(scope, receive, send, "只接受来自本机地址的请求（Host 不是 127.0.0.1 或 localhost）",
+            return await _refuse(scope, receive, send, 403, "只接受来自本机地址的请求（Host 不是 127.0.0.1 或 localhost）",
                                  "only requests to a loopback address are served (Host is not 127.0.0.1 or localhost)")
+        path, method = scope["path"], scope["method"]
+        api = path.startswith(API_PREFIXES)
         origin = headers.get("origin")
-        cors = scope["path"].startswith(CORS_PREFIXES)
-        if cors and scope["method"] == "OPTIONS" and origin:
-            await send({"type": "http.response.start", "status": 204, "headers": _cors_headers(preflight=True)})
+        own = origin is None or urlsplit(origin).netloc.lower() == host.lower()
+        cors = not own and ("*" in self.cors_origins or origin.rstrip("/").lower() in self.cors_origins)
+        if not own and not cors and (api or method not in ("GET", "HEAD")):
+            return await _refuse(scope, receive, send, 403, "拒绝来自其他网站的请求（可用 --cors-origin 允许某个网址）",
+                                 "requests from other web sites are refused (allow one with --cors-origin)")
+        if cors and method == "OPTIONS" and "access-control-request-method" in headers:
+            # a preflight carries no credentials; the request that follows is checked
+            await send({"type": "http.response.start", "status": 204,
+                        "headers": _cors_headers(origin, self.cors_origins, preflight=True)})
             await send({"type": "http.response.body", "body": b""})
             return
-        if not cors and origin and scope["method"] not in ("GET", "HEAD") and urlsplit(origin).netloc != host:
-            return await _refuse(scope, receive, send, "拒绝来自其他网站的请求", "requests from other web sites are refused")
-        if not cors or not origin:
+        if api and self.api_key is not None and not self._authorized(headers):
+            return await _refuse(scope, receive, send, 401, "需要 API 密钥：Authorization: Bearer 密钥，或 X-API-Key: 密钥",
+                                 "an API key is required: Authorization: Bearer KEY, or X-API-Key: KEY",
+                                 cors=_cors_headers(origin, self.cors_origins) if cors else [],
+                                 extra=[(b"www-authenticate", b'Bearer realm="aiwriter"')], kind="unauthorized")
+        if not cors:
             return await self.app(scope, receive, send)
 
         async def send_cors(message):
             if message["type"] == "http.response.start":
-                message = {**message, "headers": list(message.get("headers", [])) + _cors_headers()}
+                message = {**message, "headers": list(message.get("headers", [])) + _cors_headers(origin, self.cors_origins)}
             await send(message)
 
         await self.app(scope, receive, send_cors)
+
+    def _authorized(self, headers: dict) -> bool:
+        auth = headers.get("authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
+        # constant time: the comparison must not leak how much of a guess was right
+        return hmac.compare_digest(given.encode("latin-1"), self.api_key)
 
 
 def _hostname(host: str) -> str:
@@ -189,13 +226,30 @@ def _hostname(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _cors_headers(preflight: bool = False) -> list[tuple[bytes, bytes]]:
-    h = [(b"access-control-allow-origin", b"*")]
+def _cors_headers(origin: str, allowed: set, preflight: bool = False) -> list[tuple[bytes, bytes]]:
+    value = b"*" if "*" in allowed else origin.encode("latin-1")
+    h = [(b"access-control-allow-origin", value), (b"vary", b"Origin")]
     if preflight:
-        h += [(b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-              (b"access-control-allow-headers", b"*"), (b"access-control-max-age", b"600")]
+        h += [(b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
+              (b"access-control-allow-headers", b"Authorization, X-API-Key, Content-Type"),
+              (b"access-control-max-age", b"600")]
     return h
 
 
-async def _refuse(scope, receive, send, zh, en):
-    await SafeJSON(error_body(403, zh, en, kind="forbidden"), status_code=403)(scope, receive, send)
+async def _refuse(scope, receive, send, status, zh, en, cors=(), extra=(), kind="forbidden"):
+    body = dumps(error_body(status, zh, en, kind=kind))
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *cors, *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def check_exposure(settings: ServerSettings) -> None:
+    """Off loopback, anyone on the network could read and delete manuscripts: insist on a key
+    or an explicit --insecure."""
+    if settings.host not in LOOPBACK and not settings.api_key and not settings.insecure:
+        raise AIWriterError(
+            f"拒绝在 {settings.host} 上监听：其他机器也能访问，文稿没有保护。请加 --api-key 密钥"
+            f"（客户端用 Authorization: Bearer 密钥），或确实要不设防时加 --insecure",
+            f"refusing to listen on {settings.host}: other machines could reach it and the manuscripts would be "
+            f"unprotected. Add --api-key KEY (clients send Authorization: Bearer KEY), or --insecure if you really mean it",
+        )

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import socket
 import sys
 import threading
 import webbrowser
+from urllib.parse import quote, urlsplit
 
 from aiwriter.errors import AIWriterError
 
@@ -26,6 +29,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=32, help="排队请求的上限，超出回答 429 / most queued requests; more get 429 (default 32)")
     p.add_argument("--max-body", type=int, default=4 * 2**20, help="请求体上限（字节，默认 4 MB）/ request body limit in bytes (default 4 MB)")
     p.add_argument("--no-browser", action="store_true", help="不自动打开浏览器 / do not open the browser")
+    p.add_argument("--api-key", default=os.environ.get("AIWRITER_API_KEY") or None,
+                   help="API 密钥：每个接口都要 Authorization: Bearer 密钥（或 X-API-Key）；不在本机监听时必需；也可用环境变量 AIWRITER_API_KEY"
+                        " / API key every API route requires (Authorization: Bearer KEY or X-API-Key); needed off loopback;"
+                        " or set AIWRITER_API_KEY")
+    p.add_argument("--insecure", action="store_true",
+                   help="允许不设密钥在非本机地址上监听（任何人都能读写文稿）/ allow a non-loopback address without a key (anyone can read and change the manuscripts)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="URL",
+                   help="允许这个网页（如 http://localhost:5000）跨域调用接口，可多次；* 表示任何网页 / let this web page (e.g. http://localhost:5000) call the APIs; repeatable; * = any page")
+    p.add_argument("--log-prompts", action="store_true",
+                   help="在日志里记下请求的原文（默认只记长度）/ put the request text in the log (default: sizes only)")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -53,15 +66,22 @@ def _positive(args, *names):
 def run(args) -> int:
     import uvicorn
 
-    from aiwriter.server.app import LOOPBACK, ServerSettings, create_app
+    from aiwriter.server.app import LOOPBACK, ServerSettings, check_exposure, create_app
     from aiwriter.store import default_db_path
 
     _positive(args, "max_batch", "max_queue", "max_body")
     if not 0 <= args.port <= 65535:
         raise AIWriterError("--port 应在 0 到 65535 之间", "--port must be between 0 and 65535")
+    for origin in args.cors_origin:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/")):
+            raise AIWriterError(f"--cors-origin 应为网址的开头，如 http://localhost:5000（收到 {origin!r}）",
+                                f"--cors-origin must be an origin such as http://localhost:5000 (got {origin!r})")
     settings = ServerSettings(model=args.model, vocab=args.vocab, models_dir=args.models_dir, db=args.db, host=args.host,
                               device=args.device, dtype=args.dtype, max_batch=args.max_batch, max_queue=args.max_queue,
-                              max_body=args.max_body, max_n=min(8, args.max_batch))
+                              max_body=args.max_body, max_n=min(8, args.max_batch), api_key=args.api_key,
+                              insecure=args.insecure, cors_origins=tuple(args.cors_origin), log_prompts=args.log_prompts)
+    check_exposure(settings)  # before loading anything: a refused start is quick
     sock = _bind(args.host, args.port)
     try:
         app = create_app(settings)  # loads the model and opens the database: errors surface here
@@ -79,11 +99,22 @@ def run(args) -> int:
     print(f"AI-Writer 已启动：{url}  （模型 {sched.model_name}，{sched.model.family}；文稿存于 {settings.db or default_db_path()}）\n"
           f"AI-Writer is running at {url}  (model {sched.model_name}; manuscripts in {settings.db or default_db_path()})\n"
           f"按 Ctrl+C 停止 / press Ctrl+C to stop", flush=True)
-    if args.host not in LOOPBACK:
-        print("注意：服务器对其他机器开放，文稿接口没有密码保护 / note: the server is open to other machines and has no password",
-              file=sys.stderr, flush=True)
+    if args.host not in LOOPBACK and not args.api_key:
+        print("注意：服务器对其他机器开放，文稿接口没有密码保护（--insecure）/ note: the server is open to other machines "
+              "and has no password (--insecure)", file=sys.stderr, flush=True)
+    if args.api_key:
+        print("接口需要 API 密钥；网页会询问一次，或打开 网址#key=密钥 / the APIs require the API key; the page asks once, "
+              "or open URL#key=KEY", flush=True)
+    log = logging.getLogger("aiwriter.server")  # one line per generation, sizes only (common.submit)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
     if not args.no_browser:
-        threading.Timer(0.5, webbrowser.open, [url]).start()
+        # the key travels in the fragment, which the browser never sends; the page stores it and removes it
+        opened = url + (f"#key={quote(args.api_key, safe='')}" if args.api_key else "")
+        threading.Timer(0.5, webbrowser.open, [opened]).start()
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -4,6 +4,7 @@ sends a scheduler job's events to the client and cancels the job when the client
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 
@@ -16,7 +17,9 @@ from aiwriter.sampling import TEMPERATURE_MAX, SamplingSettings
 from aiwriter.server.scheduler import Job
 from aiwriter.settings import WriteConfig
 
+log = logging.getLogger("aiwriter.server")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,60}")
 MAX_STOPS, MAX_STOP_CHARS = 16, 200
 
 
@@ -58,9 +61,18 @@ def error_response(e: ApiError) -> SafeJSON:
 
 # ---------------------------------------------------------------------------- request bodies
 
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 async def read_json(request: Request, limit: int) -> dict:
-    """The body as a JSON object; 413 past `limit` bytes (checked while reading, not only by the
-    declared Content-Length), 400 for anything that is not a JSON object."""
+    """The body as a JSON object; 415 unless sent as application/json (a browser can send other
+    types cross-site without asking first), 413 past `limit` bytes (checked while reading, not
+    only by the declared Content-Length), 400 for anything that is not a JSON object."""
+    if not _is_json(request.headers.get("content-type")):
+        raise ApiError(415, "请求体应以 Content-Type: application/json 发送", "send the body as Content-Type: application/json",
+                       param="content-type", kind="unsupported_media_type")
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -93,6 +105,15 @@ class Fields:
 
     def __init__(self, data: dict):
         self.data = data
+
+    def only(self, *allowed: str, ignored: frozenset = frozenset()) -> "Fields":
+        """400 naming the first field that is neither read here nor a known field of the API
+        that is accepted and ignored: a typo (max_token) must not pass silently."""
+        for name in self.data:
+            if name not in allowed and name not in ignored:
+                shown = name if _FIELD_NAME.fullmatch(name) else "?"  # never echo odd text
+                raise ApiError(400, f"未知字段 {shown}", f"unknown field '{shown}'", param=shown)
+        return self
 
     def has(self, name: str) -> bool:
         return self.data.get(name) is not None
@@ -193,6 +214,8 @@ class Fields:
 # ---------------------------------------------------------------------------- sampling
 
 DEFAULTS = WriteConfig()  # the same defaults as `aiwriter write`
+SAMPLING_FIELDS = ("temperature", "top_p", "top_p_newline", "allow_p", "top_k", "top_a", "min_p", "repetition_penalty",
+                   "presence_penalty", "frequency_penalty", "penalty_decay")
 
 
 def sampling_from(f: Fields, stop_field: str, aliases: dict[str, str] | None = None) -> SamplingSettings:
@@ -340,12 +363,20 @@ def submit(request: Request, job: Job) -> Job:
             raise ApiError.of(e, param="model")
     job.bind(_running_loop())
     try:
-        return sched.submit(job)
+        sched.submit(job)
     except QueueFull as e:
         raise ApiError(429, f"排队的请求太多，请 {e.retry_after} 秒后再试", f"too many requests queued; retry in {e.retry_after} s",
                        headers={"Retry-After": str(e.retry_after)}, kind="rate_limit_exceeded")
     except AIWriterError as e:
         raise ApiError.of(e, status=503)
+    if log.isEnabledFor(logging.INFO):
+        # sizes only: a manuscript is private unless the user asked for it (--log-prompts)
+        line = (f"job {job.id} ({job.origin}): prompt {len(job.prompt)} chars, n={job.n}, length={job.length}, "
+                f"model={job.model or sched.model_name}")
+        if getattr(request.app.state.settings, "log_prompts", False):
+            line += f", prompt={job.prompt!r}"
+        log.info(line)
+    return job
 
 
 def _running_loop():

@@ -3,6 +3,8 @@ export .txt, version history and restore, and the log of generations."""
 from __future__ import annotations
 
 import math
+import sqlite3
+import unicodedata
 from typing import Annotated
 from urllib.parse import quote
 
@@ -24,8 +26,24 @@ def _store(request: Request):
 
 
 async def _call(fn, *args, **kw):
-    """SQLite work off the event loop (a save waits for fsync)."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kw))
+    """SQLite work off the event loop (a save waits for fsync). A database that cannot be
+    written (disk full, read-only, I/O error) is a clear error, never a 500: the page keeps
+    the text in the browser and shows the message."""
+    try:
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kw))
+    except sqlite3.Error as e:
+        msg = str(e).lower()
+        if "full" in msg:
+            raise ApiError(507, "磁盘已满，文稿没有保存：请腾出空间；文字仍保留在浏览器里",
+                           "the disk is full; the manuscript was not saved. Free some space; the text is kept in the browser",
+                           kind="storage_full")
+        if "readonly" in msg or "read-only" in msg:
+            zh, en = "文稿数据库是只读的，文稿没有保存", "the manuscript database is read-only; the manuscript was not saved"
+        elif "locked" in msg or "busy" in msg:
+            zh, en = "文稿数据库正忙（被其他程序占用？），请稍后再试", "the manuscript database is busy (used by another program?); retry"
+        else:
+            zh, en = "无法读写文稿数据库（磁盘错误？），文稿没有保存", "cannot read or write the manuscript database (disk error?); not saved"
+        raise ApiError(503, zh, en, headers={"Retry-After": "5"}, kind="storage_error")
 
 
 async def _body(request: Request) -> Fields:
@@ -36,6 +54,8 @@ def _title(f: Fields):
     title = f.str("title", None, max_chars=MAX_TITLE)
     if title is not None and not title.strip():
         raise ApiError(400, "字段 title 是空的", "field 'title' is empty", param="title")
+    if title is not None and any(unicodedata.category(c) == "Cc" for c in title):
+        raise ApiError(400, "字段 title 含有控制字符", "field 'title' contains control characters", param="title")
     return title.strip() if title is not None else None
 
 
@@ -46,7 +66,7 @@ async def list_documents(request: Request):
 
 @router.post("", status_code=201)
 async def create_document(request: Request):
-    f = await _body(request)
+    f = (await _body(request)).only("title", "text")
     title = _title(f)
     text = f.str("text", "")
     return await _call(_store(request).create_document, title, text)
@@ -61,7 +81,7 @@ async def get_document(request: Request, doc_id: Id):
 async def save_document(request: Request, doc_id: Id):
     """Body: text and/or title; revision = the revision the text was based on (409 if the
     stored one differs: another tab saved meanwhile); reason = "autosave" | "save" | "generation"."""
-    f = await _body(request)
+    f = (await _body(request)).only("text", "title", "revision", "reason")
     text = f.str("text", None)
     title = _title(f)
     revision = f.int("revision", None, 0, 2**62)
@@ -115,7 +135,7 @@ async def list_generations(request: Request, doc_id: Id):
 @router.post("/{doc_id}/generations", status_code=201)
 async def add_generation(request: Request, doc_id: Id):
     """Log a generation (the page calls this for every candidate it was shown)."""
-    f = await _body(request)
+    f = (await _body(request)).only("text", "model", "settings")
     text = f.str("text", required=True)
     model = f.str("model", "", max_chars=500)
     settings = f.data.get("settings") or {}

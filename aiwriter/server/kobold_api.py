@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 import aiwriter
-from aiwriter.server.common import Fields, JobResponse, Render, dumps, read_json, sampling_from, seed_from, submit
+from aiwriter.server.common import SAMPLING_FIELDS, Fields, JobResponse, Render, dumps, read_json, sampling_from, seed_from, submit
 from aiwriter.server.scheduler import Job
 
 router = APIRouter()
@@ -16,6 +16,20 @@ router = APIRouter()
 DEFAULT_MAX_LENGTH = 80    # KoboldAI's default
 CONTEXT_CHARS = 1_000_000  # an RNN has no context window; reported so clients do not trim
 KOBOLD_API_VERSION = "1.2.5"
+# KoboldAI / KoboldCpp fields that SillyTavern and Kobold Lite send and that have no meaning for
+# this server: accepted and ignored. Any other field is a 400 naming it (a typo must not pass).
+IGNORED = frozenset({
+    "max_context_length", "rep_pen", "rep_pen_range", "rep_pen_slope", "typical", "tfs", "sampler_order",
+    "sampler_full_determinism", "use_default_badwordsids", "memory", "quiet", "trim_stop", "mirostat", "mirostat_tau",
+    "mirostat_eta", "dynatemp_range", "dynatemp_exponent", "smoothing_factor", "smoothing_curve", "dry_multiplier",
+    "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold", "xtc_probability",
+    "nsigma", "top_n_sigma", "logit_bias", "banned_tokens", "grammar", "grammar_retain_state", "images", "bypass_eos",
+    "render_special", "replace_instruct_placeholders", "stream", "api_server", "can_abort", "min_length", "singleline",
+    "use_story", "use_memory", "use_authors_note", "use_world_info", "use_userscripts", "soft_prompt",
+    "disable_output_formatting", "disable_input_formatting", "frmttriminc", "frmtrmblln", "frmtrmspch", "frmtadsnsp",
+    "adaptive_target", "adaptive_decay", "gui_settings", "streaming", "logprobs", "dry_range",
+    "s1", "s2", "s3", "s4", "s5", "s6", "s7",
+})
 KOBOLDCPP_VERSION = "1.80"  # the KoboldCpp feature level clients check for (streaming, abort, genkey)
 
 
@@ -37,6 +51,8 @@ class StreamRender(Render):
 async def _job(request: Request, n_allowed: bool) -> Job:
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
+    f.only("prompt", "max_length", "n", "stop_sequence", "sampler_seed", "model", "genkey", *SAMPLING_FIELDS,
+           ignored=IGNORED)
     return Job(
         prompt=f.prompt("prompt"),
         length=f.int("max_length", DEFAULT_MAX_LENGTH, 1, cfg.max_length),
@@ -83,12 +99,12 @@ async def _optional_body(request: Request) -> Fields:
     raw = request.headers.get("content-length")
     if raw == "0" or (raw is None and "transfer-encoding" not in request.headers):
         return Fields({})
-    return Fields(await read_json(request, request.app.state.settings.max_body))
+    return Fields(await read_json(request, request.app.state.settings.max_body)).only("genkey")
 
 
 @router.post("/api/extra/tokencount")
 async def tokencount(request: Request):
-    f = Fields(await read_json(request, request.app.state.settings.max_body))
+    f = Fields(await read_json(request, request.app.state.settings.max_body)).only("prompt", ignored=frozenset({"genkey"}))
     text = f.str("prompt", required=True)
     ids = request.app.state.scheduler.model.tokenizer.encode(text)
     return {"value": len(ids), "ids": ids}

@@ -11,12 +11,21 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from aiwriter.server.common import Fields, JobResponse, Render, dumps, read_json, sampling_from, seed_from, submit
+from aiwriter.server.common import SAMPLING_FIELDS, Fields, JobResponse, Render, dumps, read_json, sampling_from, seed_from, submit
 from aiwriter.server.scheduler import Job
 
 router = APIRouter()
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default
+# OpenAI fields with no meaning here, and extensions other OpenAI-style servers take, which
+# clients send by default: accepted and ignored. Any other field is a 400 naming it.
+IGNORED = frozenset({
+    "suffix", "echo", "logprobs", "best_of", "logit_bias", "stream_options", "top_logprobs",
+    "typical_p", "tfs", "mirostat_mode", "mirostat_tau", "mirostat_eta", "repetition_penalty_range", "min_tokens",
+    "ignore_eos", "skip_special_tokens", "truncation_length", "ban_eos_token", "add_bos_token", "smoothing_factor",
+    "dry_multiplier", "dry_base", "dry_allowed_length", "dry_sequence_breakers", "xtc_threshold", "xtc_probability",
+    "dynatemp_low", "dynatemp_high", "dynatemp_exponent", "grammar_string", "custom_token_bans", "sampler_priority",
+})
 
 
 class CompletionRender(Render):
@@ -55,6 +64,7 @@ class CompletionRender(Render):
 async def completions(request: Request):
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
+    f.only("prompt", "max_tokens", "n", "stop", "seed", "model", "user", "stream", *SAMPLING_FIELDS, ignored=IGNORED)
     job = Job(
         prompt=f.prompt("prompt"),
         length=f.int("max_tokens", DEFAULT_MAX_TOKENS, 1, cfg.max_length),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 import threading
 import time
@@ -104,8 +105,10 @@ class ModelCatalog:
         out = [self.default_name]
         if self.models_dir is not None and self.models_dir.is_dir():
             found = []
+            root = self.models_dir.resolve()
             for path in self.models_dir.rglob("*"):
-                if path.suffix.lower() in self.EXTENSIONS and path.is_file():
+                # a symlink leading out of the folder is not offered (resolve() refuses it too)
+                if path.suffix.lower() in self.EXTENSIONS and _inside(path, root) and path.is_file():
                     found.append(path.relative_to(self.models_dir).as_posix())
                 if len(found) >= 1000:
                     break
@@ -122,10 +125,18 @@ class ModelCatalog:
                        "a model name may not contain '..', a leading '/' or a drive: only files in the models folder")
         if self.models_dir is not None:
             root = self.models_dir.resolve()
-            path = (root / name).resolve()
-            if path.is_relative_to(root) and path.suffix.lower() in self.EXTENSIONS and path.is_file():
-                return path, None
+            path = root / name
+            if _inside(path, root) and path.suffix.lower() in self.EXTENSIONS and path.resolve().is_file():
+                return path.resolve(), None
         raise _err(404, "没有这个模型（GET /v1/models 列出可用的模型）", "unknown model (GET /v1/models lists them)")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether path, symlinks followed, lies inside root (a symlink loop does not)."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):
+        return False
 
 
 def _err(status: int, zh: str, en: str, param: str = "model") -> AIWriterError:
@@ -172,6 +183,7 @@ class Scheduler:
         self._running: list[Job] = []
         self._cond = threading.Condition()
         self._stop = False
+        self._prefilling: Job | None = None  # the job whose opening is being read now
         self._avg_job_s = 5.0
         # counters; the worker alone writes them (cache figures too: the cache is not thread-safe)
         self.stats = {"steps": 0, "jobs": 0, "prompt_ids": 0, "reused_ids": 0, "read_ids": 0, "written_chars": 0,
@@ -199,7 +211,13 @@ class Scheduler:
         return job
 
     def retry_after(self) -> int:
-        return int(min(60, max(1, round(self._avg_job_s))))
+        """Seconds until a place in the queue is likely free: one frees each time a running job
+        ends, and those end about every avg_job_s / running seconds. (The length of a whole job
+        would be too long: clients told to wait that long lose every race for a free place to
+        clients that just finished and ask again at once.)"""
+        with self._cond:
+            running = max(1, len(self._running))
+        return int(min(60, max(1, math.ceil(self._avg_job_s / running))))
 
     def abort(self, origin: str | None = None, key: str | None = None) -> int:
         """Cancel waiting and running jobs that match; returns how many."""
@@ -309,8 +327,9 @@ class Scheduler:
         try:
             model = self._load(path, vocab=vocab, device=self.device, dtype=self.dtype)
             model.tokenizer.encode("\n")  # no usable vocab: refuse it now, keep the old model
-        except AIWriterError as e:
-            raise _err(422, f"无法载入模型：{e.zh}", f"cannot load the model: {e.en}")
+        except AIWriterError as e:  # the message names the file as the request did, not where it lives on disk
+            zh, en = (m.replace(str(path), name).replace(str(path.parent) + "/", "") for m in (e.zh, e.en))
+            raise _err(422, f"无法载入模型：{zh}", f"cannot load the model: {en}")
         except Exception as e:  # a damaged file can fail anywhere in torch
             raise _err(422, f"无法载入模型（{type(e).__name__}）", f"cannot load the model ({type(e).__name__})")
         self.writer = Writer(model, _CountingCache(self.cache_bytes))  # the old model and its cache go
@@ -323,6 +342,14 @@ class Scheduler:
         def progress(done, total):
             if job.cancelled.is_set():
                 raise _Cancelled()
+            if self._rows:
+                # a long opening is read chunk by chunk; the streams already writing take one
+                # step between chunks instead of stalling until it is all read
+                self._prefilling = job
+                try:
+                    self._step()
+                finally:
+                    self._prefilling = None
 
         reading = self.writer.read(job.prompt, progress=progress)
         model = self.writer.model
@@ -403,6 +430,8 @@ class Scheduler:
     def _finish_jobs(self) -> None:
         """End the running jobs that have no rows left (all runs done, or cancelled)."""
         live = {id(r.job) for r in self._rows}
+        if self._prefilling is not None:
+            live.add(id(self._prefilling))  # being read: it has no rows yet, but it has not ended
         with self._cond:
             ended = [j for j in self._running if id(j) not in live]
             self._running = [j for j in self._running if id(j) in live]

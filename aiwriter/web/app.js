@@ -32,7 +32,8 @@ const WORDS = {
     conflict: "这篇文稿在别处（另一个标签页？）被修改过了。", keepMine: "用我的覆盖", loadTheirs: "载入服务器上的",
     reasons: { create: "新建", autosave: "自动保存", save: "保存", generation: "生成后", restore: "恢复" },
     append: "追加到文末", copy: "复制", presets: { seed: "种子默认", steady: "稳妥", bold: "奔放", browser2022: "2022 网页版" },
-    loadFailed: "读取失败：", error: "出错了：",
+    loadFailed: "读取失败：", error: "出错了：", apiKeyPrompt: "这个服务器需要 API 密钥（启动时的 --api-key）：",
+    saveFailed: (m) => `保存失败：${m}。文字仍暂存在浏览器里，稍后自动重试。`,
   },
   en: {
     documents: "Manuscripts", new: "New", rename: "Rename", delete: "Delete", export: "Export .txt", versions: "Versions",
@@ -56,7 +57,8 @@ const WORDS = {
     conflict: "This manuscript was changed elsewhere (another tab?).", keepMine: "Keep mine", loadTheirs: "Load the server's",
     reasons: { create: "created", autosave: "autosave", save: "saved", generation: "after writing", restore: "restored" },
     append: "Append", copy: "Copy", presets: { seed: "Seed defaults", steady: "Steady", bold: "Bold", browser2022: "2022 browser" },
-    loadFailed: "Could not load: ", error: "Error: ",
+    loadFailed: "Could not load: ", error: "Error: ", apiKeyPrompt: "This server requires its API key (--api-key):",
+    saveFailed: (m) => `Not saved: ${m}. The text is kept in this browser; retrying.`,
   },
 };
 let lang = localStorage.getItem("aiwriter.lang") || "zh";
@@ -86,6 +88,7 @@ const S = {
   undo: [], redo: [], lastTyping: 0,
   versions: [], generations: [],
   trace: [],              // [time, length] after each streamed piece (tests read it)
+  saveRetryMs: 10000,     // after a failed save (disk full): try again this much later
 };
 window.AIWriter = S;
 
@@ -97,10 +100,40 @@ class ApiError extends Error {
   }
 }
 
+// ----------------------------------------------------------------------------- API key
+// A server started with --api-key wants it on every API call. It arrives once in the URL's
+// fragment (#key=..., never sent over the network) or is asked for, and is kept in this browser.
+
+const KEY_STORE = "aiwriter.apiKey";
+(() => {
+  const m = location.hash.match(/(?:^#|&)key=([^&]*)/);
+  if (m) {
+    localStorage.setItem(KEY_STORE, decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);  // out of the address bar
+  }
+})();
+
+function authHeaders(headers = {}) {
+  const key = localStorage.getItem(KEY_STORE);
+  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
+}
+
+// fetch with the key; a 401 asks for the key and tries again (until the writer cancels)
+async function authFetch(path, init = {}) {
+  let res = await fetch(path, { ...init, headers: authHeaders(init.headers) });
+  for (let tries = 0; res.status === 401 && tries < 5; tries++) {
+    const key = prompt(t("apiKeyPrompt"));
+    if (!key || !key.trim()) break;
+    localStorage.setItem(KEY_STORE, key.trim());
+    res = await fetch(path, { ...init, headers: authHeaders(init.headers) });
+  }
+  return res;
+}
+
 async function api(method, path, body, opts = {}) {
   const init = { method, headers: {}, ...opts };
   if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
-  const res = await fetch(path, init);
+  const res = await authFetch(path, init);
   const data = await res.json().catch(() => null);
   if (!res.ok) throw new ApiError(res.status, data);
   return data;
@@ -227,6 +260,7 @@ async function save(reason = "autosave", force = false) {
     const res = await S.saving;
     if (S.doc !== doc) return;
     S.offline = false;
+    delete document.body.dataset.saveError;
     doc.revision = res.revision; doc.title = res.title; S.savedText = res.text; S.savedAt = Date.now();
     if (editor.value === res.text && ($("title").value.trim() || doc.title) === res.title) {
       S.dirty = false;
@@ -239,6 +273,12 @@ async function save(reason = "autosave", force = false) {
   } catch (e) {
     if (e.status === 409) {
       banner(t("conflict"), "error", [[t("keepMine"), () => save("save", true)], [t("loadTheirs"), () => openDoc(doc.id, { discardDraft: true })]]);
+    } else if (e instanceof ApiError && e.status >= 500) {
+      // disk full, database unwritable: the draft stays in localStorage; say so and retry
+      document.body.dataset.saveError = String(e.status);
+      banner(t("saveFailed", e.message), "error");
+      clearTimeout(S.retryTimer);
+      S.retryTimer = setTimeout(() => save(reason), S.saveRetryMs);
     } else if (e instanceof ApiError) {
       banner(t("error") + e.message, "error");
     } else {
@@ -255,7 +295,7 @@ async function save(reason = "autosave", force = false) {
 window.addEventListener("beforeunload", () => {
   // the draft is already in localStorage; also try to save on the way out
   if (S.dirty && S.doc) {
-    fetch(`/api/docs/${S.doc.id}`, { method: "PUT", keepalive: true, headers: { "Content-Type": "application/json" },
+    fetch(`/api/docs/${S.doc.id}`, { method: "PUT", keepalive: true, headers: authHeaders({ "Content-Type": "application/json" }),
       body: JSON.stringify({ text: editor.value, revision: S.doc.revision, reason: "autosave" }) }).catch(() => {});
   }
 });
@@ -323,6 +363,21 @@ async function newDoc() {
   await openDoc(doc.id);
   editor.focus();
 }
+
+$("btn-export").addEventListener("click", async (e) => {
+  // a plain link cannot carry the API key: fetch the file and hand it over as a download
+  if (!localStorage.getItem(KEY_STORE) || !S.doc) return;
+  e.preventDefault();
+  try {
+    const res = await authFetch(`/api/docs/${S.doc.id}/export`);
+    if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(await res.blob());
+    a.download = `${S.doc.title || "manuscript"}.txt`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  } catch (err) { banner(t("error") + err.message, "error"); }
+});
 
 $("btn-new").onclick = () => { closeDrawers(); newDoc().catch((e) => banner(t("error") + e.message, "error")); };
 $("btn-rename").onclick = () => {
@@ -526,7 +581,7 @@ async function generate(mode) {
   renderCandidates();
   let error = null;
   try {
-    const res = await fetch("/v1/completions", { method: "POST", headers: { "Content-Type": "application/json" },
+    const res = await authFetch("/v1/completions", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body), signal: gen.controller.signal });
     if (!res.ok) {
       const data = await res.json().catch(() => null);

@@ -1,0 +1,195 @@
+"""A lean one-token step for RWKV-4 and RWKV-7: the same math as the families' forward, with the
+per-call Python work taken out (module calls, attribute look-ups, dict building, [B, 1, C] shapes,
+constants such as exp(time_decay) and 1 - mix recomputed every step).
+
+On CPU a 12-layer step spends a few milliseconds in that Python work; with int8 or bf16 weights,
+whose matmuls are fast, that is a large share of a token. The lean step computes every float
+with the same operations in the same order as the family's forward, so its results equal the
+reference path bit for bit (the tests check it), whatever the weight format (nn.Linear,
+Int8Linear, PackedBF16Linear: each is called as the family calls it).
+
+`enable_fast_decode(net)` installs it on a module instance: a call with one id per stream and
+only the last logits takes the lean step; everything else (prefill, all_logits) the family's own
+forward. The step holds references to the module's layers and tensors plus a few constants
+derived from them; it rebuilds itself when those parameters change, and enable_fast_decode must
+be called again after layers are swapped (quantize_int8 and pack_bf16 do it).
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+
+from aiwriter.models.rwkv4 import wkv4_step
+from aiwriter.models.rwkv_common import ffn_scale
+
+
+def _caller(layer):
+    """layer(x) without nn.Module.__call__'s hooks machinery; input cast to the weight dtype and
+    output to float32 as rwkv_common.lin does."""
+    fwd = layer.forward
+    dtype = layer.weight.dtype
+    if dtype == torch.float32:
+        return lambda x: fwd(x).float()
+    return lambda x: fwd(x.to(dtype)).float()
+
+
+def _ln(m):
+    return (m.normalized_shape, m.weight, m.bias, m.eps)
+
+
+def rwkv4_step(net):
+    """Build step(ids [B, 1], state) -> (logits [B, V], new state) for an RWKV4 module."""
+    emb = net.emb.weight
+    ln0 = _ln(net.blocks[0].ln0)
+    layers = []
+    for i, b in enumerate(net.blocks):
+        a, f = b.att, b.ffn
+        layers.append((
+            _ln(b.ln1), _ln(b.ln2),
+            a.time_mix_k, 1 - a.time_mix_k, a.time_mix_v, 1 - a.time_mix_v, a.time_mix_r, 1 - a.time_mix_r,
+            a.time_decay.float().exp(), a.time_first.float(),
+            _caller(a.key), _caller(a.value), _caller(a.receptance), _caller(a.output),
+            f.time_mix_k, 1 - f.time_mix_k, f.time_mix_r, 1 - f.time_mix_r,
+            _caller(f.key), _caller(f.receptance), _caller(f.value), ffn_scale(i, f.value.weight.dtype),
+        ))
+    ln_out, head = _ln(net.ln_out), _caller(net.head)
+
+    def step(ids, state):
+        # Shapes stay [B, 1, C] as in the family's forward: the same kernels, the same bits.
+        x = F.layer_norm(F.embedding(ids, emb).float(), *ln0)
+        sx, sa, sb, sp, sf = state["att_x"], state["att_a"], state["att_b"], state["att_p"], state["ffn_x"]
+        ax, aa, bb, pp, fx = [], [], [], [], []
+        for i, (l1, l2, mk, omk, mv, omv, mr, omr, w, u, Wk, Wv, Wr, Wo, fk, ofk, fr, ofr, Fk, Fr, Fv, s) in enumerate(layers):
+            h = F.layer_norm(x, *l1)
+            prev = sx[:, i].unsqueeze(1)
+            k = Wk(h * mk + prev * omk)
+            v = Wv(h * mv + prev * omv)
+            r = torch.sigmoid(Wr(h * mr + prev * omr))
+            y, a1, b1, p1 = wkv4_step(w, u, k[:, 0], v[:, 0], sa[:, i], sb[:, i], sp[:, i])
+            x = x + Wo(r * y.unsqueeze(1))
+            ax.append(h[:, 0]), aa.append(a1), bb.append(b1), pp.append(p1)
+            h = F.layer_norm(x, *l2)
+            prev = sf[:, i].unsqueeze(1)
+            k = torch.relu(Fk(h * fk + prev * ofk)) ** 2
+            r = torch.sigmoid(Fr(h * fr + prev * ofr))
+            x = x + (r * Fv(k * s) / s if s != 1.0 else r * Fv(k))
+            fx.append(h[:, 0])
+        logits = head(F.layer_norm(x[:, 0], *ln_out))
+        return logits, {"att_x": torch.stack(ax, 1), "att_a": torch.stack(aa, 1), "att_b": torch.stack(bb, 1),
+                        "att_p": torch.stack(pp, 1), "ffn_x": torch.stack(fx, 1)}
+
+    return step
+
+
+def rwkv7_step(net):
+    """Build step(ids [B, 1], state) -> (logits [B, V], new state) for an RWKV7 module."""
+    from aiwriter.models.rwkv7 import DECAY_SCALE, LN_X_EPS
+
+    emb = net.emb.weight
+    ln0 = _ln(net.blocks[0].ln0)
+    H, N, C = net.n_head, net.head_size, net.n_embd
+    layers = []
+    for i, b in enumerate(net.blocks):
+        a, f = b.att, b.ffn
+        mix = torch.stack([a.x_r, a.x_w, a.x_k, a.x_v, a.x_a, a.x_g])
+        v_mix = (a.v0, a.v1, a.v2) if i > 0 else None
+        layers.append((
+            _ln(b.ln1), _ln(b.ln2), mix, a.w0, a.w1, a.w2, a.a0, a.a1, a.a2, v_mix, a.g1, a.g2, a.k_k, a.k_a, a.r_k,
+            a.receptance.forward, a.key.forward, a.value.forward, a.output.forward, a.ln_x.weight, a.ln_x.bias,
+            f.x_k, f.key.forward, f.value.forward,
+        ))
+    ln_out, head = _ln(net.ln_out), net.head.forward
+
+    def step(ids, state):
+        # Mirrors RWKV7.forward and TimeMix.forward for T = 1, [B, 1, C] shapes kept.
+        x = F.layer_norm(F.embedding(ids, emb), *ln0)
+        B = x.shape[0]
+        sx, S_all, sf = state["att_x"], state["wkv"], state["ffn_x"]
+        att_x, wkv, ffn_x = [], [], []
+        v_first = None
+        for i, (l1, l2, mix, w0, w1, w2, a0, a1, a2, v_mix, g1, g2, k_k, k_a, r_k, Wr, Wk, Wv, Wo, lxw, lxb,
+                fmix, Fk, Fv) in enumerate(layers):
+            h = F.layer_norm(x, *l1)
+            prev = sx[:, i].to(h.dtype).unsqueeze(1)
+            xr, xw, xk, xv, xa, xg = torch.lerp(h, prev, mix).unbind(0)
+            r, k, v = Wr(xr), Wk(xk), Wv(xv)
+            logw = -DECAY_SCALE * torch.sigmoid((w0 + torch.tanh(xw @ w1) @ w2).float())
+            iclr = torch.sigmoid(a0 + (xa @ a1) @ a2)
+            g = torch.sigmoid(xg @ g1) @ g2
+            kk = F.normalize((k * k_k).view(B, 1, H, N), dim=-1)
+            k = k * (1 + (iclr - 1) * k_a)
+            if v_mix is None:
+                v_first = v
+            else:
+                v0, v1, v2 = v_mix
+                v = torch.lerp(v, v_first, torch.sigmoid(v0 + (xv @ v1) @ v2))
+            # one step of the delta rule, as wkv7_scan does it
+            S = S_all[:, i].float()
+            rt, kt, vt = r.float().view(B, H, N), k.float().view(B, H, N), v.float().view(B, H, N)
+            at, bt = -kk.float().view(B, H, N), (kk * iclr.view(B, 1, H, N)).float().view(B, H, N)
+            S = (S * logw.view(B, H, N).exp().unsqueeze(-2) + (S @ at.unsqueeze(-1)) @ bt.unsqueeze(-2)
+                 + vt.unsqueeze(-1) @ kt.unsqueeze(-2))
+            y = (S @ rt.unsqueeze(-1)).squeeze(-1).view(B, 1, H, N)
+            y = F.group_norm(y.reshape(B, C).to(h.dtype), H, lxw, lxb, LN_X_EPS).view(B, 1, C)
+            bonus = (r.view(B, 1, H, N) * k.view(B, 1, H, N) * r_k).sum(-1, keepdim=True) * v.view(B, 1, H, N)
+            x = x + Wo((y + bonus.view(B, 1, C)) * g)
+            att_x.append(h[:, 0].float()), wkv.append(S)
+            h = F.layer_norm(x, *l2)
+            prev = sf[:, i].to(h.dtype).unsqueeze(1)
+            x = x + Fv(torch.relu(Fk(torch.lerp(h, prev, fmix))) ** 2)
+            ffn_x.append(h[:, 0].float())
+        logits = head(F.layer_norm(x[:, 0], *ln_out)).float()
+        return logits, {"att_x": torch.stack(att_x, 1), "wkv": torch.stack(wkv, 1), "ffn_x": torch.stack(ffn_x, 1)}
+
+    return step
+
+
+BUILDERS = {"rwkv4": rwkv4_step, "rwkv7": rwkv7_step}
+
+
+def _derived_from(net):
+    """The parameters whose values the step caches in derived constants (1 - mix, exp(decay))."""
+    names = ("time_mix_", "time_decay", "time_first", ".x_")
+    return [p for n, p in net.named_parameters() if any(k in n for k in names)]
+
+
+def enable_fast_decode(net):
+    """Route one-id, last-logits calls of `net` without autograd through the lean step (in
+    place; returns net). Families without a lean step are returned unchanged. If the cached
+    parameters change afterwards (an optimizer step, load_state_dict, a device move), the step is
+    rebuilt on the next call; with autograd on (training), the family's forward always runs."""
+    build = BUILDERS.get(getattr(net, "family", None))
+    if build is None:
+        return net
+    watched = _derived_from(net)
+
+    def signature():
+        return tuple((p._version, p.data_ptr()) for p in watched)
+
+    def make():
+        with torch.no_grad():  # the derived constants are not part of any graph
+            return build(net), signature()
+
+    cache = [make()]
+    family_forward = type(net).forward
+
+    def forward(self, ids, state, all_logits=False):
+        if ids.shape[1] == 1 and not all_logits and not torch.is_grad_enabled():
+            if cache[0][1] != signature():
+                cache[0] = make()
+            return cache[0][0](ids, state)
+        return family_forward(self, ids, state, all_logits)
+
+    net.forward = types.MethodType(forward, net)
+    net.fast_decode = True
+    return net
+
+
+def disable_fast_decode(net):
+    """Back to the family's own forward for every call (in place; returns net)."""
+    if getattr(net, "fast_decode", False):
+        del net.forward
+        net.fast_decode = False
+    return net

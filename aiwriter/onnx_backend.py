@@ -1,0 +1,131 @@
+"""Run a model's exported ONNX step (aiwriter/onnx_export.py) through onnxruntime, behind the same
+family surface as the PyTorch modules, so engine.Model, the writer and the server use it unchanged:
+`load_onnx_model(path)` returns an engine.Model.
+
+Execution providers (onnxruntime picks the hardware; install the matching onnxruntime package):
+  CPUExecutionProvider        every platform (`onnxruntime`)
+  DmlExecutionProvider        DirectX 12 GPUs on Windows: AMD, Intel, NVIDIA (`onnxruntime-directml`)
+  ROCMExecutionProvider / MIGraphXExecutionProvider   AMD GPUs on Linux (`onnxruntime-rocm` / MIGraphX builds)
+  OpenVINOExecutionProvider   Intel CPUs, iGPUs, NPUs (`onnxruntime-openvino`)
+  CoreMLExecutionProvider     Apple silicon (in the macOS `onnxruntime` wheel)
+  CUDAExecutionProvider       NVIDIA (`onnxruntime-gpu`)
+By default the first available of these (in that preference, CPU last) is used; the environment
+variable AIWRITER_ORT_PROVIDERS="OpenVINOExecutionProvider,CPUExecutionProvider" overrides it.
+
+A prompt is read one step at a time (the exported graph is one RNN step), so prefill runs at the
+decode rate; reading long openings is faster with the PyTorch backend.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aiwriter.errors import AIWriterError
+
+PREFERENCE = ["DmlExecutionProvider", "ROCMExecutionProvider", "MIGraphXExecutionProvider",
+              "OpenVINOExecutionProvider", "CoreMLExecutionProvider", "CUDAExecutionProvider",
+              "CPUExecutionProvider"]
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise AIWriterError("ONNX 后端需要 onnxruntime：pip install onnxruntime",
+                            "the ONNX backend needs onnxruntime: pip install onnxruntime")
+    return onnxruntime
+
+
+def pick_providers(available: list[str]) -> list[str]:
+    wanted = os.environ.get("AIWRITER_ORT_PROVIDERS")
+    if wanted:
+        chosen = [p.strip() for p in wanted.split(",") if p.strip()]
+        missing = [p for p in chosen if p not in available]
+        if missing:
+            raise AIWriterError(f"onnxruntime 没有这些执行后端：{', '.join(missing)}（可用：{', '.join(available)}）",
+                                f"onnxruntime lacks these execution providers: {', '.join(missing)} "
+                                f"(available: {', '.join(available)})")
+        return chosen
+    return [p for p in PREFERENCE if p in available] or ["CPUExecutionProvider"]
+
+
+class OnnxNet:
+    """The family contract (family, vocab_size, ctx_len, new_state, __call__) over an ONNX step."""
+
+    ctx_len = None
+
+    def __init__(self, path: Path, providers: list[str] | None = None):
+        from aiwriter.onnx_export import META_PREFIX, decode_state
+
+        ort = _ort()
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = torch.get_num_threads()  # one knob for both runtimes
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers or pick_providers(ort.get_available_providers()))
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise AIWriterError(f"无法打开 ONNX 模型 {path}：{e}", f"cannot open ONNX model {path}: {e}")
+        meta = {k[len(META_PREFIX):]: v for k, v in self.session.get_modelmeta().custom_metadata_map.items()
+                if k.startswith(META_PREFIX)}
+        if "family" not in meta:
+            raise AIWriterError(f"{path} 不是 aiwriter export-onnx 导出的模型（缺少元数据）",
+                                f"{path} was not written by aiwriter export-onnx (its metadata is missing)")
+        self.family, self.vocab_size = meta["family"], int(meta["vocab_size"])
+        self.names = json.loads(meta["state_names"])
+        self._init = decode_state(meta["initial_state"])
+        self.providers = self.session.get_providers()
+
+    def new_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        return {n: torch.from_numpy(np.repeat(self._init[n][None], batch, 0)) for n in self.names}
+
+    def __call__(self, ids: torch.Tensor, state: dict, all_logits: bool = False):
+        feeds = {n: state[n].float().cpu().numpy() for n in self.names}
+        steps = ids.cpu().numpy()
+        outs = []
+        for t in range(steps.shape[1]):
+            feeds["ids"] = np.ascontiguousarray(steps[:, t])
+            res = self.session.run(None, feeds)
+            outs.append(res[0])
+            feeds.update(zip(self.names, res[1:]))
+        new = {n: torch.from_numpy(feeds[n]) for n in self.names}
+        logits = np.stack(outs, 1) if all_logits else outs[-1]
+        return torch.from_numpy(logits), new
+
+
+def load_onnx_model(path=None, vocab=None, providers: list[str] | None = None, export_dir=None, int8: bool = False):
+    """An engine.Model backed by onnxruntime. `path` is an exported .onnx file, or any model file
+    load_model reads (it is then exported first, int8 if asked, into export_dir or a temporary
+    folder)."""
+    from aiwriter.engine import Model, _find_vocab, default_model_path, load_model
+    from aiwriter.tokenizer import load_tokenizer, tokenizer_for_vocab_size
+
+    path = Path(path) if path is not None else default_model_path()
+    scratch = None
+    if path.suffix.lower() != ".onnx":
+        from aiwriter.onnx_export import export_onnx
+
+        source = load_model(path, vocab=vocab)
+        if export_dir is None:
+            scratch = tempfile.TemporaryDirectory(prefix="aiwriter-onnx-")
+        folder = Path(export_dir) if export_dir is not None else Path(scratch.name)
+        onnx_path = export_onnx(source.net, folder / (path.stem + (".int8" if int8 else "") + ".onnx"), int8=int8)
+        tokenizer = source.tokenizer
+        del source
+    else:
+        if not path.is_file():
+            raise AIWriterError(f"找不到 ONNX 模型 {path}", f"ONNX model not found: {path}")
+        onnx_path, tokenizer = path, None
+    try:
+        net = OnnxNet(onnx_path, providers)
+    finally:
+        if scratch is not None:  # the session holds the model in memory: the file may go
+            scratch.cleanup()
+    if tokenizer is None:
+        vocab_path = Path(vocab) if vocab is not None else _find_vocab(path)
+        tokenizer = load_tokenizer(vocab_path) if vocab_path is not None else tokenizer_for_vocab_size(net.vocab_size, near=path.parent)
+    return Model(net=net, tokenizer=tokenizer, device=torch.device("cpu"), dtype=torch.float32, path=path)

@@ -1,0 +1,146 @@
+"""`aiwriter export-onnx MODEL OUT`: one RNN step of a model as an ONNX graph, for onnxruntime
+(CPU, or the GPUs of any vendor through its execution providers: DirectML on Windows, ROCm /
+MIGraphX on AMD, OpenVINO on Intel, CoreML on Apple; see aiwriter/onnx_backend.py).
+
+Graph: inputs `ids` [B] int64 and one float32 tensor per state entry (the family's state dict, in
+its order, each [B, ...]); outputs `logits` [B, V] float32 and `new_<name>` for each state entry.
+B is dynamic. The metadata holds what a runner needs besides the graph: the family, the state's
+names and its initial value for one stream (JSON + base64), so a runner needs no PyTorch model.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+import zlib
+from pathlib import Path
+
+from aiwriter.errors import AIWriterError
+
+# Families whose step is an RNN step (the windowed F1/F2 have a growing window, no fixed graph).
+SUPPORTED = ("rwkv4", "rwkv5", "rwkv6", "rwkv7")
+OPSET = 18
+META_PREFIX = "aiwriter."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="模型文件 (.pth / .safetensors) / model file")
+    p.add_argument("out", help="输出的 ONNX 文件 / the ONNX file to write")
+    p.add_argument("--vocab", help="词表文件（会复制到输出文件旁）/ vocab file (copied beside the output)")
+    p.add_argument("--int8", action="store_true",
+                   help="矩阵权重存为 int8（每个输出通道一个比例，onnxruntime 动态量化）/ "
+                        "int8 matrix weights (per output channel, onnxruntime dynamic quantization)")
+
+
+def _step_module(net):
+    import torch
+
+    names = list(net.new_state(1).keys())
+
+    class Step(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, ids, *state):
+            logits, new = self.net(ids.unsqueeze(1), dict(zip(names, state)))
+            return (logits, *[new[n] for n in names])
+
+    return Step().eval(), names
+
+
+def _encode_state(state: dict) -> str:
+    """{name: [shape without batch, base64(zlib(float32 bytes))]} of a one-stream state."""
+    out = {}
+    for name, t in state.items():
+        arr = t[0].detach().float().cpu().contiguous().numpy()
+        out[name] = [list(arr.shape), base64.b64encode(zlib.compress(arr.tobytes(), 6)).decode("ascii")]
+    return json.dumps(out)
+
+
+def decode_state(text: str) -> dict:
+    import numpy as np
+
+    out = {}
+    for name, (shape, data) in json.loads(text).items():
+        out[name] = np.frombuffer(zlib.decompress(base64.b64decode(data)), dtype=np.float32).reshape(shape).copy()
+    return out
+
+
+def export_onnx(net, out: Path, int8: bool = False) -> Path:
+    """Write one step of a float32 family module (as load_model builds it) to `out`. int8: the
+    MatMul weights become int8 per output channel (onnxruntime's dynamic quantization: the
+    activations are quantized per call, MatMulInteger accumulates in int32)."""
+    import torch
+
+    try:
+        import onnx
+    except ImportError:
+        raise AIWriterError("导出 ONNX 需要 onnx 包：pip install onnx onnxruntime",
+                            "exporting to ONNX needs the onnx package: pip install onnx onnxruntime")
+    if net.family not in SUPPORTED:
+        raise AIWriterError(f"{net.family} 模型不能导出为 ONNX（支持：{', '.join(SUPPORTED)}）",
+                            f"{net.family} models cannot be exported to ONNX (supported: {', '.join(SUPPORTED)})")
+    if any(p.dtype != torch.float32 for p in net.parameters()):
+        net = net.float()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    step, names = _step_module(net)
+    B = 2  # not 1, so the batch dim is traced as a variable, not specialised away
+    init = net.new_state(B)
+    ids = torch.zeros(B, dtype=torch.long)
+    inputs = ["ids"] + names
+    outputs = ["logits"] + [f"new_{n}" for n in names]
+    axes = {n: {0: "batch"} for n in inputs + outputs}
+    big = sum(p.numel() * 4 for p in net.parameters()) > 1.8 * 2**30  # protobuf's 2 GB limit
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(step, (ids, *[init[n] for n in names]), str(out), input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+                          external_data=big)
+    model = onnx.load(str(out), load_external_data=False)
+    meta = {"family": net.family, "vocab_size": str(net.vocab_size), "state_names": json.dumps(names),
+            "initial_state": _encode_state(net.new_state(1)), "format": "1"}
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + k, v
+    onnx.save(model, str(out))
+    if int8:
+        import logging
+        import os
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        tmp = str(out.with_name(out.name + ".fp32-tmp"))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # it suggests a pre-processing step we do not need
+        try:
+            # MatMul only: the embedding is a lookup (no bandwidth to save), and a quantized
+            # Gather would dequantize the whole table every step
+            os.replace(out, tmp)
+            quantize_dynamic(tmp, str(out), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"], use_external_data_format=big)
+        finally:
+            root.setLevel(level)
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return out
+
+
+def run(args) -> int:
+    from aiwriter.engine import _find_vocab, load_model
+
+    src, out = Path(args.model), Path(args.out)
+    model = load_model(src, vocab=args.vocab)
+    export_onnx(model.net, out, int8=args.int8)
+    vocab = Path(args.vocab) if args.vocab else _find_vocab(src)
+    if vocab is not None and vocab.is_file():
+        shutil.copyfile(vocab, out.with_suffix(vocab.suffix if vocab.suffix else ".json"))
+    kind = "int8" if args.int8 else "fp32"
+    print(f"已写出 {out}（{model.family}，{kind}，一步 RNN，状态 {len(model.new_state().data)} 项）/ wrote {out} "
+          f"({model.family}, {kind}, one RNN step, {len(model.new_state().data)} state tensors)")
+    return 0

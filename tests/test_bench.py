@@ -1,0 +1,40 @@
+"""`aiwriter bench --quick --json`: every case runs and reports positive numbers in the documented shape."""
+import json
+
+import pytest
+
+from aiwriter import bench
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the rwkv package uses TorchScript
+
+
+def test_quick_json(capsys):
+    assert bench.main(["--quick", "--json", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["quick"] is True
+    assert report["families"] == ["rwkv4", "rwkv7", "f1"]
+    assert {"cpu", "cpus", "torch", "rwkv"} <= set(report["machine"])
+    got = {(r["family"], r["engine"]) for r in report["results"]}
+    want = {(f, e) for f, engines in bench.ENGINES.items() for e in engines}
+    assert got == want
+    for r in report["results"]:
+        assert "error" not in r, r
+        for key in ("decode_tok_s", "prefill_tok_s", "ttfc_s", "peak_rss_mb"):
+            assert r[key] > 0, (r["engine"], key)
+        assert sorted(r["agg_tok_s"], key=int) == ["1", "8", "64"]
+        assert all(v > 0 for v in r["agg_tok_s"].values())
+        assert r["ratio"]["decode"] > 0 and r["ratio"]["ttfc"] > 0
+    yard = [r for r in report["results"] if r["engine"] in ("rwkv fp32", "original fp32")]
+    assert len(yard) == 3 and all(r["ratio"]["decode"] == pytest.approx(1.0) for r in yard)
+    assert {t["family"] for t in report["targets"]} == {"rwkv4", "rwkv7", "f1"}
+    assert all(isinstance(t["met"], bool) for t in report["targets"])
+
+
+def test_table_and_bad_family(capsys):
+    from aiwriter.errors import AIWriterError
+
+    assert bench.main(["--quick", "--families", "f1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "original fp32" in out and "×" in out and "issue 7 decode targets" in out
+    with pytest.raises(AIWriterError):
+        bench.main(["--quick", "--families", "gpt2"])
