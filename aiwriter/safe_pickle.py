@@ -134,6 +134,28 @@ class _SafeUnpickler(pickle._Unpickler):
     dispatch[pickle.BUILD[0]] = load_build
 
 
+class _Bounded:
+    """A file whose reads past its end fail at once: a garbage length field in a pickle must not
+    make the unpickler allocate gigabytes before it finds the file too short."""
+
+    def __init__(self, f, size: int):
+        self._f, self._size = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        if n is not None and n > self._size - self._f.tell():
+            raise EOFError(f"a record of {n} bytes runs past the end of the file")
+        return self._f.read(n)
+
+    def readline(self) -> bytes:
+        return self._f.readline()
+
+    def readinto(self, b) -> int:
+        return self._f.readinto(b)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 def load_module_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a pickled RWKV-LM v1 module, as a flat state dict (`tok_emb.weight`, ...)."""
     path = Path(path)
@@ -142,7 +164,7 @@ def load_module_weights(path: str | Path) -> dict[str, torch.Tensor]:
             root = _load_zip(path)
         else:
             with open(path, "rb") as f:
-                root = _load_legacy(f, path.stat().st_size)
+                root = _load_legacy(_Bounded(f, path.stat().st_size), path.stat().st_size)
         weights = module_state_dict(root)
     except _Refused as e:
         raise AIWriterError(
@@ -151,7 +173,7 @@ def load_module_weights(path: str | Path) -> dict[str, torch.Tensor]:
             f"(possibly malicious). Nothing was executed.",
         )
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, IndexError, ValueError, TypeError,
-            AttributeError, RuntimeError, OSError, struct.error, UnicodeDecodeError) as e:
+            AttributeError, RuntimeError, OSError, struct.error, UnicodeDecodeError, MemoryError, OverflowError) as e:
         # (RecursionError is a RuntimeError: absurdly deep module trees land here too)
         raise AIWriterError(
             f"模型文件已损坏或不是 PyTorch 格式：{path}",
