@@ -109,17 +109,3 @@ def run(args) -> int:
         print(f"每字 {r['nats_per_char']:.4f} 奈特（{r['bits_per_char']:.4f} 比特），共 {r['chars']} 字 / "
               f"{r['nats_per_char']:.4f} nats/char ({r['bits_per_char']:.4f} bits/char) over {r['chars']} chars")
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="aiwriter eval", description="评测模型 / evaluate a model (nats per char)")
-    add_arguments(p)
-    try:
-        return run(p.parse_args(argv))
-    except AIWriterError as e:
-        print(f"错误：{e.zh}\nerror: {e.en}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -474,17 +474,3 @@ def _train(args, ddp: _Dist) -> int:
               + f" -> {out / 'model.pth'}", file=sys.stderr)
     ddp.barrier()
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="aiwriter train", description="训练 RWKV-7 字模型 / train an RWKV-7 char model")
-    add_arguments(p)
-    try:
-        return run(p.parse_args(argv))
-    except AIWriterError as e:
-        print(f"错误：{e.zh}\nerror: {e.en}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
