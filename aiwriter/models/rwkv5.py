@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from aiwriter.models.rwkv4 import ChannelMix
-from aiwriter.models.rwkv_common import (LN_X_EPS, Block, RWKVBase, decay_ramp, heads_config, heads_wkv,
-                                         initial_wkv, lin, random_common, random_linear, shifted)
+from aiwriter.models.rwkv_common import (LN_X_EPS, HeadsRWKV, decay_ramp, heads_config, heads_wkv, lin,
+                                         random_common, random_linear, shifted)
 
 
 class TimeMix(nn.Module):
@@ -54,34 +54,14 @@ class TimeMix(nn.Module):
         return lin(self.output, y.view(B, T, H * N) * g), {"att_x": x[:, -1], "att_kv": S}
 
 
-class RWKV5(RWKVBase):
+class RWKV5(HeadsRWKV):
     family = "rwkv5"
     title = "RWKV-5"
 
     def __init__(self, vocab_size: int, n_layer: int, n_embd: int, head_size: int = 64,
                  dim_att: int | None = None, dim_ffn: int | None = None, time_state: bool = False):
-        super().__init__()
-        self.vocab_size, self.n_layer, self.n_embd = vocab_size, n_layer, n_embd
-        self.dim_att = dim_att or n_embd
-        self.dim_ffn = dim_ffn or int(n_embd * 3.5) // 32 * 32
-        if self.dim_att % head_size:
-            raise ValueError(f"dim_att {self.dim_att} is not a multiple of head_size {head_size}")
-        self.head_size, self.n_head = head_size, self.dim_att // head_size
-        self.emb = nn.Embedding(vocab_size, n_embd, _weight=torch.empty(vocab_size, n_embd))  # filled by from_weights
-        self.blocks = nn.ModuleList(
-            Block(i, n_embd, TimeMix(n_embd, self.dim_att, self.n_head, time_state),
-                  ChannelMix(i, n_embd, self.dim_ffn)) for i in range(n_layer))
-        self.ln_out = nn.LayerNorm(n_embd)
-        self.head = nn.Linear(n_embd, vocab_size, bias=False)
-
-    def new_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
-        dev = self.emb.weight.device
-        L, C = self.n_layer, self.n_embd
-        return {
-            "att_x": torch.zeros(batch, L, C, device=dev),
-            "att_kv": initial_wkv(self.blocks, batch, self.n_head, self.head_size, dev),
-            "ffn_x": torch.zeros(batch, L, C, device=dev),
-        }
+        super().__init__(vocab_size, n_layer, n_embd, head_size, dim_att, dim_ffn,
+                         lambda dim_att, n_head: TimeMix(n_embd, dim_att, n_head, time_state), ChannelMix)
 
     @classmethod
     def config_from_weights(cls, w):

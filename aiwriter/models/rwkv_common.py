@@ -202,6 +202,36 @@ class RWKVBase(nn.Module):
         raise NotImplementedError
 
 
+class HeadsRWKV(RWKVBase):
+    """RWKV-5 and RWKV-6: H heads of size N, an N x N state per head. The two differ only in
+    their time-mix and channel-mix modules, which the subclass passes in."""
+
+    def __init__(self, vocab_size: int, n_layer: int, n_embd: int, head_size: int,
+                 dim_att: int | None, dim_ffn: int | None, time_mix, channel_mix):
+        super().__init__()
+        self.vocab_size, self.n_layer, self.n_embd = vocab_size, n_layer, n_embd
+        self.dim_att = dim_att or n_embd
+        self.dim_ffn = dim_ffn or int(n_embd * 3.5) // 32 * 32
+        if self.dim_att % head_size:
+            raise ValueError(f"dim_att {self.dim_att} is not a multiple of head_size {head_size}")
+        self.head_size, self.n_head = head_size, self.dim_att // head_size
+        self.emb = nn.Embedding(vocab_size, n_embd, _weight=torch.empty(vocab_size, n_embd))  # filled by from_weights
+        self.blocks = nn.ModuleList(
+            Block(i, n_embd, time_mix(self.dim_att, self.n_head), channel_mix(i, n_embd, self.dim_ffn))
+            for i in range(n_layer))
+        self.ln_out = nn.LayerNorm(n_embd)
+        self.head = nn.Linear(n_embd, vocab_size, bias=False)
+
+    def new_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        dev = self.emb.weight.device
+        L, C = self.n_layer, self.n_embd
+        return {
+            "att_x": torch.zeros(batch, L, C, device=dev),
+            "att_kv": initial_wkv(self.blocks, batch, self.n_head, self.head_size, dev),
+            "ffn_x": torch.zeros(batch, L, C, device=dev),
+        }
+
+
 def _exact_params(model: nn.Module):
     for m in model.modules():
         if not isinstance(m, (nn.Linear, nn.Embedding)):
