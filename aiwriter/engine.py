@@ -147,11 +147,15 @@ def load_model(path=None, vocab=None, device: str = "cpu", dtype=None) -> Model:
     if dev.type not in ("cpu", "cuda"):
         raise AIWriterError(f"不支持的设备：{device}（可用 cpu 或 cuda）", f"unsupported device: {device} (use cpu or cuda)")
     int8 = dtype == "int8"  # int8 matrices, float32 everything else (aiwriter/models/quant.py)
-    if int8:
+    int4 = dtype == "int4"  # 4-bit matrices, onnxruntime for decoding (aiwriter/int4.py)
+    if int4 and dev.type != "cpu":
+        raise AIWriterError("int4 只能在 CPU 上用；GPU 请用 fp16 或 bf16", "int4 is a CPU mode; on a GPU use fp16 or bf16")
+    if int8 or int4:
         dtype = torch.float32
     if isinstance(dtype, str):
         if dtype not in DTYPES:
-            raise AIWriterError(f"未知精度：{dtype}（可用 fp32、fp16、bf16、int8）", f"unknown dtype: {dtype} (use fp32, fp16, bf16, int8)")
+            raise AIWriterError(f"未知精度：{dtype}（可用 fp32、fp16、bf16、int8、int4）",
+                                f"unknown dtype: {dtype} (use fp32, fp16, bf16, int8, int4)")
         dtype = DTYPES[dtype]
     dtype = dtype or torch.float32
 
@@ -164,6 +168,10 @@ def load_model(path=None, vocab=None, device: str = "cpu", dtype=None) -> Model:
     elif dtype == torch.bfloat16 and dev.type == "cpu":
         pack_bf16(net)  # oneDNN's reordered bf16 weights: same numbers as torch's bf16 matmul, faster
     enable_fast_decode(net)  # lean one-token step, bit-equal to the family's forward
+    if int4:
+        from aiwriter.int4 import to_int4
+
+        net = to_int4(net, path)
 
     vocab_path = Path(vocab) if vocab is not None else _find_vocab(path)
     tokenizer = load_tokenizer(vocab_path) if vocab_path is not None else tokenizer_for_vocab_size(net.vocab_size, near=path.parent)
@@ -173,6 +181,23 @@ def load_model(path=None, vocab=None, device: str = "cpu", dtype=None) -> Model:
             f"vocab has {tokenizer.vocab_size} entries but the model has {net.vocab_size} outputs: wrong vocab for this model",
         )
     return Model(net=net, tokenizer=tokenizer, device=dev, dtype=dtype, path=path)
+
+
+SMALL_MODEL = 30_000_000  # parameters
+
+
+def configure_threads(model: Model | None, requested: int | None) -> int:
+    """Set torch's thread count for a job (onnxruntime sessions made later follow it): `requested`
+    if given; else one thread for small models, whose one-token steps are too short for a second
+    thread to repay waking it (the embedded model decoded 557 chars/s on one thread against 135
+    on two, 2-core Xeon, passive OpenMP waiting); else torch's default. Returns the count."""
+    if requested:
+        torch.set_num_threads(requested)
+    elif model is not None:
+        net = getattr(model.net, "torch_net", model.net)
+        if hasattr(net, "parameters") and sum(p.numel() for p in net.parameters()) < SMALL_MODEL:
+            torch.set_num_threads(1)
+    return torch.get_num_threads()
 
 
 class PrefixCache:

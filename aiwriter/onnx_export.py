@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import shutil
 import zlib
@@ -22,15 +23,20 @@ from aiwriter.errors import AIWriterError
 SUPPORTED = ("rwkv4", "rwkv5", "rwkv6", "rwkv7")
 OPSET = 18
 META_PREFIX = "aiwriter."
+PROTO_LIMIT = int(1.8 * 2**30)  # bytes of tensors above which files keep them outside (protobuf's 2 GB)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="模型文件 (.pth / .safetensors) / model file")
     p.add_argument("out", help="输出的 ONNX 文件 / the ONNX file to write")
     p.add_argument("--vocab", help="词表文件（会复制到输出文件旁）/ vocab file (copied beside the output)")
-    p.add_argument("--int8", action="store_true",
-                   help="矩阵权重存为 int8（每个输出通道一个比例，onnxruntime 动态量化）/ "
-                        "int8 matrix weights (per output channel, onnxruntime dynamic quantization)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--int8", action="store_true",
+                      help="矩阵权重存为 int8（每个输出通道一个比例，onnxruntime 动态量化）/ "
+                           "int8 matrix weights (per output channel, onnxruntime dynamic quantization)")
+    kind.add_argument("--int4", action="store_true",
+                      help="矩阵权重存为 4 位（每 128 个一个比例，MatMulNBits，与 --dtype int4 相同）/ "
+                           "4-bit matrix weights (blocks of 128, MatMulNBits; as --dtype int4)")
 
 
 def _step_module(net):
@@ -48,6 +54,40 @@ def _step_module(net):
             return (logits, *[new[n] for n in names])
 
     return Step().eval(), names
+
+
+@contextlib.contextmanager
+def _plain_lerp():
+    """Export torch.lerp as a + w * (b - a): three nodes, where the exporter's own form (two
+    formulas and a Where, for rounding at w near 1) costs the step some 35 extra nodes. The
+    values differ from torch.lerp's in the last bits only."""
+    import torch
+
+    def lerp(g, a, b, w):
+        return g.op("Add", a, g.op("Mul", w, g.op("Sub", b, a)))
+
+    torch.onnx.register_custom_op_symbolic("aten::lerp", lerp, OPSET)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::lerp", OPSET)
+
+
+def save_model(model, out: Path) -> None:
+    """Write a loaded ModelProto to `out` (atomically), its tensors in `out`.data beside it when
+    they pass protobuf's 2 GB limit."""
+    import os
+
+    import onnx
+
+    out = Path(out)
+    staged = out.with_name(out.name + ".partial")
+    if sum(len(t.raw_data) for t in model.graph.initializer) > PROTO_LIMIT:
+        onnx.save(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=out.name + ".data", size_threshold=1024)
+    else:
+        onnx.save(model, str(staged))
+    os.replace(staged, out)
 
 
 def _encode_state(state: dict) -> str:
@@ -68,7 +108,7 @@ def decode_state(text: str) -> dict:
     return out
 
 
-def export_onnx(net, out: Path, int8: bool = False) -> Path:
+def export_onnx(net, out: Path, int8: bool = False, int4: bool = False) -> Path:
     """Write one step of a float32 family module (as load_model builds it) to `out`. int8: the
     MatMul weights become int8 per output channel (onnxruntime's dynamic quantization: the
     activations are quantized per call, MatMulInteger accumulates in int32)."""
@@ -93,21 +133,37 @@ def export_onnx(net, out: Path, int8: bool = False) -> Path:
     inputs = ["ids"] + names
     outputs = ["logits"] + [f"new_{n}" for n in names]
     axes = {n: {0: "batch"} for n in inputs + outputs}
-    big = sum(p.numel() * 4 for p in net.parameters()) > 1.8 * 2**30  # protobuf's 2 GB limit
+    big = sum(p.numel() * 4 for p in net.parameters()) > PROTO_LIMIT
+    import tempfile
     import warnings
 
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(step, (ids, *[init[n] for n in names]), str(out), input_names=inputs,
-                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
-                          external_data=big)
-    model = onnx.load(str(out), load_external_data=False)
-    meta = {"family": net.family, "vocab_size": str(net.vocab_size), "state_names": json.dumps(names),
-            "initial_state": _encode_state(net.new_state(1)), "format": "1"}
-    for k, v in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = META_PREFIX + k, v
-    onnx.save(model, str(out))
+    # int4 rewrites every matrix: the float32 graph goes to a scratch folder (with its external
+    # data files when big), and only the 4-bit model is written to `out`.
+    scratch = tempfile.TemporaryDirectory(prefix="aiwriter-export-", dir=out.parent) if int4 else None
+    raw = Path(scratch.name) / "step.onnx" if int4 else out
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), _plain_lerp():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(step, (ids, *[init[n] for n in names]), str(raw), input_names=inputs,
+                              output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+                              external_data=big)
+        model = onnx.load(str(raw), load_external_data=int4)
+        meta = {"family": net.family, "vocab_size": str(net.vocab_size), "state_names": json.dumps(names),
+                "initial_state": _encode_state(net.new_state(1)), "format": "1"}
+        if int4:
+            from aiwriter.int4 import matmul_tensors, quantize_onnx
+
+            meta["int4_params"] = json.dumps(matmul_tensors(net, quantize_onnx(model)))
+        for k, v in meta.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = META_PREFIX + k, v
+        if int4:
+            save_model(model, out)
+        else:
+            onnx.save(model, str(out))
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     if int8:
         import logging
         import os
@@ -136,11 +192,11 @@ def run(args) -> int:
 
     src, out = Path(args.model), Path(args.out)
     model = load_model(src, vocab=args.vocab)
-    export_onnx(model.net, out, int8=args.int8)
+    export_onnx(model.net, out, int8=args.int8, int4=args.int4)
     vocab = Path(args.vocab) if args.vocab else _find_vocab(src)
     if vocab is not None and vocab.is_file():
         shutil.copyfile(vocab, out.with_suffix(vocab.suffix if vocab.suffix else ".json"))
-    kind = "int8" if args.int8 else "fp32"
+    kind = "int8" if args.int8 else "int4" if args.int4 else "fp32"
     print(f"已写出 {out}（{model.family}，{kind}，一步 RNN，状态 {len(model.new_state().data)} 项）/ wrote {out} "
           f"({model.family}, {kind}, one RNN step, {len(model.new_state().data)} state tensors)")
     return 0

@@ -36,9 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", help="模型文件（默认内置模型）/ model file (default: the embedded model)")
     p.add_argument("--vocab", help="词表文件 / vocab file")
     p.add_argument("--device", help="cpu 或 cuda / cpu or cuda")
-    p.add_argument("--dtype", help="fp32、fp16、bf16（GPU），int8、bf16（CPU 更快）/ fp32, fp16, bf16 (GPU); int8, bf16 (faster on CPU)")
+    p.add_argument("--dtype", help="fp32、fp16、bf16（GPU）；int4（CPU 最快）、int8、bf16（CPU 更快）/ "
+                        "fp32, fp16, bf16 (GPU); int4 (fastest on CPU), int8, bf16 (faster on CPU)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="推理后端：torch（默认）或 onnx（onnxruntime）/ inference backend: torch (default) or onnx (onnxruntime)")
+    p.add_argument("--threads", type=int, help="CPU 线程数（默认：小模型 1，大模型全部核心）/ CPU threads (default: 1 for small "
+                                                "models, all cores for big ones)")
     p.add_argument("--seed", type=int, help="随机种子：同一种子写出同样的文字 / random seed: same seed, same text")
     p.add_argument("--batch", type=int, help="同时写几遍（默认 8）/ runs written together in one batch (default 8)")
     p.add_argument("--out", "-o", help="把每一遍都存到这个文件 / save every run to this file")
@@ -159,7 +162,7 @@ class OutFile:
 def run(args) -> int:
     import torch
 
-    from aiwriter import load_model
+    from aiwriter.engine import configure_threads, load_model
     from aiwriter.writer import Piece, RunResult, Writer
 
     cfg = _config(args)
@@ -170,6 +173,10 @@ def run(args) -> int:
         raise AIWriterError("开头是空的，请输入开头", "the opening is empty: give some text to continue")
     out = OutFile(args.out)
 
+    threads = getattr(args, "threads", None)
+    if threads is not None and not 1 <= threads <= 1024:
+        raise AIWriterError("--threads 应在 1 到 1024 之间", "--threads must be between 1 and 1024")
+    configure_threads(None, threads)  # before loading: onnxruntime sessions take the count when made
     t_load = time.perf_counter()
     if getattr(args, "backend", "torch") == "onnx":
         from aiwriter.onnx_backend import load_onnx_model
@@ -177,6 +184,7 @@ def run(args) -> int:
         model = load_onnx_model(cfg.model, vocab=cfg.vocab)
     else:
         model = load_model(cfg.model, vocab=cfg.vocab, device=cfg.device, dtype=cfg.dtype)
+    configure_threads(model, threads)
     writer = Writer(model)
     reading = writer.read(opening)
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)

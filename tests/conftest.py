@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ import torch
 torch.set_num_threads(1)
 
 os.environ.setdefault("RWKV_JIT_ON", "0")
+# The int4 mode caches exported graphs: never in the user's ~/.cache from tests.
+os.environ.setdefault("AIWRITER_CACHE", tempfile.mkdtemp(prefix="aiwriter-test-cache-"))
 os.environ.setdefault("RWKV_CUDA_ON", "0")
 
 FIXTURES = Path(__file__).parent / "fixtures"

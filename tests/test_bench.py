@@ -38,3 +38,21 @@ def test_table_and_bad_family(capsys):
     assert "original fp32" in out and "×" in out and "issue 7 decode targets" in out
     with pytest.raises(AIWriterError):
         bench.main(["--quick", "--families", "gpt2"])
+
+
+def test_case_processes_wait_as_their_users_do(tmp_path, monkeypatch):
+    """Each case in its own process: ours with the passive OpenMP waiting aiwriter asks for, the
+    yardsticks with whatever the user had (here: nothing), not with ours."""
+    import aiwriter
+
+    monkeypatch.setattr(aiwriter, "USER_OMP_WAIT_POLICY", None)
+    paths = bench.build_checkpoints(bench.QUICK, ["rwkv4"], tmp_path)
+    seen = {}
+    for engine in ("aiwriter fp32", "rwkv fp32"):
+        case = {"family": "rwkv4", "engine": engine, "path": str(paths["rwkv4"]), "tmp": str(tmp_path),
+                "cfg": bench.QUICK["rwkv4"], "prompt": 8, "opening": 16, "streams": [1], "min_time": 0.0,
+                "quick": True, "threads": 1}
+        r = bench.run_case(case, in_process=False)
+        assert "error" not in r, r
+        seen[engine] = r["omp_wait_policy"]
+    assert seen == {"aiwriter fp32": "PASSIVE", "rwkv fp32": None}

@@ -122,3 +122,9 @@ def test_help_lists_commands_bilingually(capsys):
     for cmd in ("write", "train", "eval"):
         assert cmd in out
     assert "显示帮助" in out and "续写" in out
+
+
+@pytest.mark.parametrize("cmd", [["write", "林黛玉", "--length", "5"], ["serve", "--no-browser", "--port", "0"]])
+def test_threads_out_of_range_is_a_clear_error(cmd):
+    r = run_cli([*cmd, "--threads", "0"], timeout=120)
+    assert r.returncode != 0 and "--threads" in r.stderr and "Traceback" not in r.stderr

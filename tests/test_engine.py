@@ -69,3 +69,20 @@ def test_load_errors_are_bilingual(tmp_path, f2_paths):
     big.write_text("{" + ",".join(f'"{i}": "{chr(0x4e00 + i)}"' for i in range(9000)) + "}", encoding="utf-8")
     with pytest.raises(AIWriterError, match="wrong vocab"):
         load_model(f2_paths[0], vocab=big)
+
+
+def test_configure_threads(monkeypatch):
+    import aiwriter.engine as engine
+
+    before = torch.get_num_threads()
+    try:
+        small = load_model()  # the embedded model: 6M parameters
+        torch.set_num_threads(2)
+        assert engine.configure_threads(small, None) == 1  # small: one thread decodes fastest
+        torch.set_num_threads(2)
+        assert engine.configure_threads(small, 2) == 2  # asked for: kept
+        monkeypatch.setattr(engine, "SMALL_MODEL", 1000)
+        assert engine.configure_threads(small, None) == 2  # big: torch's default left alone
+        assert engine.configure_threads(None, 1) == 1
+    finally:
+        torch.set_num_threads(before)

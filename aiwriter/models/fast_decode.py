@@ -57,28 +57,29 @@ def rwkv4_step(net):
     ln_out, head = _ln(net.ln_out), _caller(net.head)
 
     def step(ids, state):
-        # Shapes stay [B, 1, C] as in the family's forward: the same kernels, the same bits.
+        # Shapes stay [B, 1, C] as in the family's forward: the same kernels, the same bits. Slices
+        # and cat (not index + unsqueeze and stack) keep the ONNX export of this step small.
         x = F.layer_norm(F.embedding(ids, emb).float(), *ln0)
         sx, sa, sb, sp, sf = state["att_x"], state["att_a"], state["att_b"], state["att_p"], state["ffn_x"]
         ax, aa, bb, pp, fx = [], [], [], [], []
         for i, (l1, l2, mk, omk, mv, omv, mr, omr, w, u, Wk, Wv, Wr, Wo, fk, ofk, fr, ofr, Fk, Fr, Fv, s) in enumerate(layers):
             h = F.layer_norm(x, *l1)
-            prev = sx[:, i].unsqueeze(1)
+            prev = sx[:, i:i + 1]
             k = Wk(h * mk + prev * omk)
             v = Wv(h * mv + prev * omv)
             r = torch.sigmoid(Wr(h * mr + prev * omr))
             y, a1, b1, p1 = wkv4_step(w, u, k[:, 0], v[:, 0], sa[:, i], sb[:, i], sp[:, i])
             x = x + Wo(r * y.unsqueeze(1))
-            ax.append(h[:, 0]), aa.append(a1), bb.append(b1), pp.append(p1)
+            ax.append(h), aa.append(a1), bb.append(b1), pp.append(p1)
             h = F.layer_norm(x, *l2)
-            prev = sf[:, i].unsqueeze(1)
+            prev = sf[:, i:i + 1]
             k = torch.relu(Fk(h * fk + prev * ofk)) ** 2
             r = torch.sigmoid(Fr(h * fr + prev * ofr))
             x = x + (r * Fv(k * s) / s if s != 1.0 else r * Fv(k))
-            fx.append(h[:, 0])
+            fx.append(h)
         logits = head(F.layer_norm(x[:, 0], *ln_out))
-        return logits, {"att_x": torch.stack(ax, 1), "att_a": torch.stack(aa, 1), "att_b": torch.stack(bb, 1),
-                        "att_p": torch.stack(pp, 1), "ffn_x": torch.stack(fx, 1)}
+        return logits, {"att_x": torch.cat(ax, 1), "att_a": torch.stack(aa, 1), "att_b": torch.stack(bb, 1),
+                        "att_p": torch.stack(pp, 1), "ffn_x": torch.cat(fx, 1)}
 
     return step
 
@@ -103,22 +104,22 @@ def rwkv7_step(net):
     ln_out, head = _ln(net.ln_out), net.head.forward
 
     def step(ids, state):
-        # Mirrors RWKV7.forward and TimeMix.forward for T = 1, [B, 1, C] shapes kept.
+        # Mirrors RWKV7.forward and TimeMix.forward for T = 1, [B, 1, C] shapes kept. Shapes say -1
+        # for the batch: the same values, and an ONNX export without per-view shape arithmetic.
         x = F.layer_norm(F.embedding(ids, emb), *ln0)
-        B = x.shape[0]
         sx, S_all, sf = state["att_x"], state["wkv"], state["ffn_x"]
         att_x, wkv, ffn_x = [], [], []
         v_first = None
         for i, (l1, l2, mix, w0, w1, w2, a0, a1, a2, v_mix, g1, g2, k_k, k_a, r_k, Wr, Wk, Wv, Wo, lxw, lxb,
                 fmix, Fk, Fv) in enumerate(layers):
             h = F.layer_norm(x, *l1)
-            prev = sx[:, i].to(h.dtype).unsqueeze(1)
+            prev = sx[:, i:i + 1].to(h.dtype)
             xr, xw, xk, xv, xa, xg = torch.lerp(h, prev, mix).unbind(0)
             r, k, v = Wr(xr), Wk(xk), Wv(xv)
             logw = -DECAY_SCALE * torch.sigmoid((w0 + torch.tanh(xw @ w1) @ w2).float())
             iclr = torch.sigmoid(a0 + (xa @ a1) @ a2)
             g = torch.sigmoid(xg @ g1) @ g2
-            kk = F.normalize((k * k_k).view(B, 1, H, N), dim=-1)
+            kk = F.normalize((k * k_k).view(-1, 1, H, N), dim=-1)
             k = k * (1 + (iclr - 1) * k_a)
             if v_mix is None:
                 v_first = v
@@ -127,21 +128,21 @@ def rwkv7_step(net):
                 v = torch.lerp(v, v_first, torch.sigmoid(v0 + (xv @ v1) @ v2))
             # one step of the delta rule, as wkv7_scan does it
             S = S_all[:, i].float()
-            rt, kt, vt = r.float().view(B, H, N), k.float().view(B, H, N), v.float().view(B, H, N)
-            at, bt = -kk.float().view(B, H, N), (kk * iclr.view(B, 1, H, N)).float().view(B, H, N)
-            S = (S * logw.view(B, H, N).exp().unsqueeze(-2) + (S @ at.unsqueeze(-1)) @ bt.unsqueeze(-2)
+            rt, kt, vt = r.float().view(-1, H, N), k.float().view(-1, H, N), v.float().view(-1, H, N)
+            at, bt = -kk.float().view(-1, H, N), (kk * iclr.view(-1, 1, H, N)).float().view(-1, H, N)
+            S = (S * logw.view(-1, H, N).exp().unsqueeze(-2) + (S @ at.unsqueeze(-1)) @ bt.unsqueeze(-2)
                  + vt.unsqueeze(-1) @ kt.unsqueeze(-2))
-            y = (S @ rt.unsqueeze(-1)).squeeze(-1).view(B, 1, H, N)
-            y = F.group_norm(y.reshape(B, C).to(h.dtype), H, lxw, lxb, LN_X_EPS).view(B, 1, C)
-            bonus = (r.view(B, 1, H, N) * k.view(B, 1, H, N) * r_k).sum(-1, keepdim=True) * v.view(B, 1, H, N)
-            x = x + Wo((y + bonus.view(B, 1, C)) * g)
-            att_x.append(h[:, 0].float()), wkv.append(S)
+            y = (S @ rt.unsqueeze(-1)).squeeze(-1).view(-1, 1, H, N)
+            y = F.group_norm(y.reshape(-1, C).to(h.dtype), H, lxw, lxb, LN_X_EPS).view(-1, 1, C)
+            bonus = (r.view(-1, 1, H, N) * k.view(-1, 1, H, N) * r_k).sum(-1, keepdim=True) * v.view(-1, 1, H, N)
+            x = x + Wo((y + bonus.view(-1, 1, C)) * g)
+            att_x.append(h.float()), wkv.append(S)
             h = F.layer_norm(x, *l2)
-            prev = sf[:, i].to(h.dtype).unsqueeze(1)
+            prev = sf[:, i:i + 1].to(h.dtype)
             x = x + Fv(torch.relu(Fk(torch.lerp(h, prev, fmix))) ** 2)
-            ffn_x.append(h[:, 0].float())
+            ffn_x.append(h.float())
         logits = head(F.layer_norm(x[:, 0], *ln_out)).float()
-        return logits, {"att_x": torch.stack(att_x, 1), "wkv": torch.stack(wkv, 1), "ffn_x": torch.stack(ffn_x, 1)}
+        return logits, {"att_x": torch.cat(att_x, 1), "wkv": torch.stack(wkv, 1), "ffn_x": torch.cat(ffn_x, 1)}
 
     return step
 

@@ -24,7 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", help="模型文件夹：其中的 *.pth、*.safetensors 可在网页上选择 / folder whose *.pth and *.safetensors files the page offers")
     p.add_argument("--db", help="文稿数据库文件（SQLite）/ manuscript database file (SQLite)")
     p.add_argument("--device", default="cpu", help="cpu 或 cuda / cpu or cuda")
-    p.add_argument("--dtype", help="fp32、fp16、bf16")
+    p.add_argument("--dtype", help="fp32、fp16、bf16（GPU）；int4、int8、bf16（CPU 更快）/ "
+                                   "fp32, fp16, bf16 (GPU); int4, int8, bf16 (faster on CPU)")
+    p.add_argument("--threads", type=int, help="CPU 线程数（默认：小模型 1，大模型全部核心）/ CPU threads (default: 1 for small "
+                                                "models, all cores for big ones)")
     p.add_argument("--max-batch", type=int, default=16, help="同时写的最多条数（一次前向）/ most streams written together in one forward (default 16)")
     p.add_argument("--max-queue", type=int, default=32, help="排队请求的上限，超出回答 429 / most queued requests; more get 429 (default 32)")
     p.add_argument("--max-body", type=int, default=4 * 2**20, help="请求体上限（字节，默认 4 MB）/ request body limit in bytes (default 4 MB)")
@@ -66,6 +69,7 @@ def _positive(args, *names):
 def run(args) -> int:
     import uvicorn
 
+    from aiwriter.engine import configure_threads
     from aiwriter.server.app import LOOPBACK, ServerSettings, check_exposure, create_app
     from aiwriter.store import default_db_path
 
@@ -81,11 +85,15 @@ def run(args) -> int:
                               device=args.device, dtype=args.dtype, max_batch=args.max_batch, max_queue=args.max_queue,
                               max_body=args.max_body, max_n=min(8, args.max_batch), api_key=args.api_key,
                               insecure=args.insecure, cors_origins=tuple(args.cors_origin), log_prompts=args.log_prompts)
+    if args.threads is not None and not 1 <= args.threads <= 1024:
+        raise AIWriterError("--threads 应在 1 到 1024 之间", "--threads must be between 1 and 1024")
     check_exposure(settings)  # before loading anything: a refused start is quick
+    configure_threads(None, args.threads)  # before loading: onnxruntime sessions take the count when made
     sock = _bind(args.host, args.port)
     try:
         app = create_app(settings)  # loads the model and opens the database: errors surface here
         app.state.scheduler.model.tokenizer.encode("\n")  # a model without a usable vocab fails now, not per request
+        configure_threads(app.state.scheduler.model, args.threads)  # before the first request's step
     except BaseException:
         if "app" in locals():
             app.state.scheduler.close()

@@ -83,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="只评测清理后的前 N 个字 / score only the first N chars (after cleaning)")
     p.add_argument("--json", action="store_true", help="输出一行 JSON / print one line of JSON")
     p.add_argument("--device", default="cpu", help="cpu 或 cuda / cpu or cuda")
-    p.add_argument("--dtype", default="fp32", help="fp32、bf16 或 fp16 / fp32, bf16 or fp16")
+    p.add_argument("--dtype", default="fp32", help="fp32、bf16、fp16、int8 或 int4 / fp32, bf16, fp16, int8 or int4")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="每次读入的字数 / tokens per forward chunk")
 
 

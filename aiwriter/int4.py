@@ -1,0 +1,208 @@
+"""The int4 CPU mode (`load_model(path, dtype="int4")`): 4-bit matrices, the fastest way to write
+on a CPU.
+
+Decoding one token reads every weight once, so its speed is the memory bandwidth divided by the
+bytes of the weights; 4-bit blocks are an eighth of float32's. Each matrix B [K, N] (what a MatMul
+multiplies by: a Linear's weight transposed, or an RWKV-7 LoRA matrix) is cut along K into blocks
+of BLOCK values per output column; each block keeps one float32 scale, the value of largest
+magnitude maps to -8 and the rest round to the nearest of -8..7 (symmetric, no zero point).
+
+One token per stream (decoding) runs as the model's exported ONNX step with every MatMul replaced
+by onnxruntime's MatMulNBits (int8 products of the quantized activations and the 4-bit weights,
+accuracy_level 4), whose per-node overhead is far below PyTorch's per-op overhead. Reading a prompt
+(several tokens, or all logits) runs the PyTorch module with the same 4-bit weights dequantized to
+float32, so both paths use the same weights; they differ only by the activation rounding inside
+MatMulNBits (the tests bound it).
+
+The exported graph is cached (by the model file's path, size and mtime) under
+$AIWRITER_CACHE, else $XDG_CACHE_HOME/aiwriter, else ~/.cache/aiwriter: the first load of a model
+exports it (seconds to a minute), later loads read the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aiwriter.errors import AIWriterError
+
+# Held-out loss of the default model vs float32: +0.0135 nats/char with blocks of 128, +0.0096 with
+# 64 (the issue allows 0.02); 128 decodes RWKV-7 0.1B 1.15x faster.
+BLOCK = 128
+SCHEME = "int4-sym-b128-v1"  # changes whenever the quantization or the graph does (cache key)
+META_KEY = "aiwriter.int4_params"  # aiwriter/onnx_export.py writes it
+
+
+def quantize_blocks(B: torch.Tensor, block: int = BLOCK):
+    """B [K, N] float -> (packed uint8 [N, K/block, block/2], scales float32 [N * K/block],
+    dequantized float32 [K, N]). K is zero-padded up to a multiple of the block. Packing as
+    MatMulNBits reads it: element 2j in the low nibble, 2j+1 in the high, stored as q + 8."""
+    K, N = B.shape
+    Kp = -(-K // block) * block
+    W = torch.zeros(N, Kp, dtype=torch.float32)
+    W[:, :K] = B.detach().float().T
+    blocks = W.view(N, Kp // block, block)
+    extreme = blocks.gather(-1, blocks.abs().argmax(-1, keepdim=True))  # signed value of max |x|
+    scale = extreme / -8.0
+    q = torch.round(blocks / torch.where(scale == 0, torch.ones_like(scale), scale)).clamp(-8, 7)
+    u = (q + 8).to(torch.uint8)
+    packed = u[..., 0::2] | (u[..., 1::2] << 4)
+    deq = (q * scale).view(N, Kp)[:, :K].T.contiguous()
+    return packed.contiguous(), scale.reshape(-1).contiguous(), deq
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
+
+
+def quantize_onnx(model, block: int = BLOCK, accuracy_level: int = 4) -> list[str]:
+    """Replace, in place, every MatMul of an onnx ModelProto whose second input is a 2-D float
+    initializer by a MatMulNBits with that matrix in 4-bit blocks. Returns the digests of the
+    matrices replaced (to find them among the PyTorch module's tensors)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    digests, nodes, new_inits = [], [], []
+    for node in graph.node:
+        init = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if init is None or len(init.dims) != 2 or init.data_type != 1:  # 1: FLOAT
+            nodes.append(node)
+            continue
+        B = numpy_helper.to_array(init)
+        digests.append(_digest(B))
+        packed, scales, _ = quantize_blocks(torch.from_numpy(B.copy()), block)
+        qname = f"{node.name or init.name}_int4"
+        new_inits += [numpy_helper.from_array(packed.numpy(), qname + "_B"),
+                      numpy_helper.from_array(scales.numpy(), qname + "_scales")]
+        nodes.append(helper.make_node("MatMulNBits", [node.input[0], qname + "_B", qname + "_scales"],
+                                      list(node.output), name=qname, domain="com.microsoft",
+                                      K=int(B.shape[0]), N=int(B.shape[1]), bits=4, block_size=block,
+                                      accuracy_level=accuracy_level))
+        uses[init.name] -= 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    keep = [t for t in graph.initializer if uses.get(t.name, 0) > 0]
+    del graph.initializer[:]
+    graph.initializer.extend(keep + new_inits)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return digests
+
+
+def matmul_tensors(net: torch.nn.Module, digests: list[str]) -> list[tuple[str, bool]]:
+    """(name, transposed) of the module's 2-D float tensors that the graph multiplies by: a
+    Linear's weight W appears as W^T, a LoRA matrix as itself."""
+    wanted, found, covered = set(digests), [], set()
+    for name, p in list(net.named_parameters()) + list(net.named_buffers()):
+        if p.dim() != 2 or not p.is_floating_point():
+            continue
+        a = p.detach().float().cpu().numpy()
+        for transposed, d in ((True, _digest(a.T)), (False, _digest(a))):
+            if d in wanted:
+                found.append((name, transposed))
+                covered.add(d)
+                break
+    if covered != wanted:
+        raise AIWriterError("int4 导出失败：图中有矩阵在模型里找不到", "int4 export failed: "
+                            f"{len(wanted - covered)} matrices of the graph are not among the model's tensors")
+    return found
+
+
+def apply_to_torch(net: torch.nn.Module, tensors: list[tuple[str, bool]], block: int = BLOCK) -> None:
+    """Give the module the same 4-bit weights as the graph (dequantized, float32), in place."""
+    named = dict(net.named_parameters()) | dict(net.named_buffers())
+    with torch.no_grad():
+        for name, transposed in tensors:
+            p = named[name]
+            B = p.T if transposed else p
+            deq = quantize_blocks(B, block)[2]
+            p.copy_(deq.T if transposed else deq)
+
+
+def cache_dir() -> Path:
+    if os.environ.get("AIWRITER_CACHE"):
+        return Path(os.environ["AIWRITER_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "aiwriter"
+
+
+def _cache_key(path: Path) -> str:
+    st = path.stat()
+    text = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{SCHEME}|{torch.__version__}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def build_int4_onnx(net: torch.nn.Module, out: Path) -> list[tuple[str, bool]]:
+    """Export the float32 module's step with 4-bit MatMuls to `out` (atomically). Returns the
+    module tensors that were quantized (also kept in the file's metadata)."""
+    from aiwriter.onnx_export import export_onnx
+
+    return _int4_params(export_onnx(net, out, int4=True))
+
+
+def _int4_params(path: Path) -> list[tuple[str, bool]]:
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return [tuple(t) for t in json.loads(meta[META_KEY])]
+
+
+class Int4Net:
+    """The family contract over two engines with the same 4-bit weights: onnxruntime for one
+    token per stream, the PyTorch module for prompts and all-logits calls."""
+
+    def __init__(self, torch_net: torch.nn.Module, onnx_net):
+        self.torch_net, self.onnx_net = torch_net, onnx_net
+        self.family, self.vocab_size, self.ctx_len = torch_net.family, torch_net.vocab_size, torch_net.ctx_len
+
+    def new_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        return self.torch_net.new_state(batch)
+
+    def __call__(self, ids: torch.Tensor, state: dict, all_logits: bool = False):
+        if ids.shape[1] == 1 and not all_logits:
+            return self.onnx_net(ids, state)
+        return self.torch_net(ids, state, all_logits)
+
+
+def _open(net: torch.nn.Module, path: Path) -> Int4Net:
+    from aiwriter.onnx_backend import OnnxNet
+
+    tensors = _int4_params(path)
+    onnx_net = OnnxNet(path)  # the session holds the graph: the file may go afterwards
+    apply_to_torch(net, tensors)
+    return Int4Net(net, onnx_net)
+
+
+def to_int4(net: torch.nn.Module, path: Path | None) -> Int4Net:
+    """The int4 mode of a float32 CPU module loaded from `path` (None: not cached)."""
+    from aiwriter.onnx_export import SUPPORTED
+
+    if net.family not in SUPPORTED:
+        raise AIWriterError(f"int4 只支持 RWKV-4/5/6/7 模型，这是 {net.family}",
+                            f"int4 supports RWKV-4/5/6/7 models only; this is {net.family}")
+    if path is not None:
+        target = cache_dir() / f"{Path(path).stem[:40]}-{_cache_key(Path(path))}.int4.onnx"
+        if target.is_file():
+            try:
+                return _open(net, target)
+            except Exception:  # a damaged cache entry: build it again
+                pass
+        try:
+            build_int4_onnx(net, target)
+            return _open(net, target)
+        except OSError:  # the cache folder is not writable: build in a temporary folder
+            pass
+    with tempfile.TemporaryDirectory(prefix="aiwriter-int4-") as tmp:
+        target = Path(tmp) / "step.int4.onnx"
+        build_int4_onnx(net, target)
+        return _open(net, target)
