@@ -181,6 +181,11 @@ def run(args) -> int:
     if getattr(args, "backend", "torch") == "onnx":
         from aiwriter.onnx_backend import load_onnx_model
 
+        if cfg.dtype not in (None, "fp32", "float32"):
+            raise AIWriterError("--backend onnx 用导出时的精度，不能再加 --dtype（要 4 位请用 --dtype int4，或 export-onnx --int4）",
+                                "--backend onnx runs the precision it was exported with; drop --dtype (for 4-bit use "
+                                "--dtype int4, or export-onnx --int4)")
+
         model = load_onnx_model(cfg.model, vocab=cfg.vocab)
     else:
         model = load_model(cfg.model, vocab=cfg.vocab, device=cfg.device, dtype=cfg.dtype)

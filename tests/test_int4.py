@@ -264,6 +264,8 @@ def test_write_command_dtype_int4(tmp_path):
     assert again.stdout == first.stdout
     bad = subprocess.run(args[:5] + ["--dtype", "int5"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0 and "int4" in bad.stderr and "Traceback" not in bad.stderr
+    both = subprocess.run(args + ["--backend", "onnx"], capture_output=True, text=True, env=env, timeout=300)
+    assert both.returncode != 0 and "--backend onnx" in both.stderr and "Traceback" not in both.stderr
 
 
 def test_big_models_keep_tensors_beside_the_graph(tmp_path, cache, monkeypatch):

@@ -508,3 +508,16 @@ def test_other_sites_are_refused_unless_allowed(client):
     assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
     r = client.post("/v1/completions", json={"prompt": "甲", "max_tokens": 1, **GREEDY}, headers=own)
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+def test_server_writes_with_the_int4_mode(tmp_path):
+    """`aiwriter serve --dtype int4`: the embedded model in the int4 mode serves batched completions."""
+    from aiwriter.int4 import Int4Net
+
+    app = create_app(ServerSettings(db=str(tmp_path / "d.db"), dtype="int4"))
+    assert isinstance(app.state.scheduler.model.net, Int4Net)
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/v1/completions", json={"prompt": "话说那日宋江在山寨中，忽听得", "max_tokens": 30, "n": 2, "seed": 1})
+        assert r.status_code == 200, r.text
+        texts = [ch["text"] for ch in r.json()["choices"]]
+        assert len(texts) == 2 and all(len(t) == 30 and sum("\u4e00" <= x <= "\u9fff" for x in t) > 10 for t in texts)
