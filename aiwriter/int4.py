@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -183,6 +184,12 @@ def _open(net: torch.nn.Module, path: Path) -> Int4Net:
     return Int4Net(net, onnx_net)
 
 
+def _announce(target: Path) -> None:
+    """The first int4 load of a model exports it (a 0.1B model: ~20 s): say so, once."""
+    print(f"int4：首次载入这个模型，正在导出并量化（只需一次，存于 {target.parent}）/ int4: first load of this model, "
+          f"exporting and quantizing (once; cached in {target.parent})", file=sys.stderr, flush=True)
+
+
 def to_int4(net: torch.nn.Module, path: Path | None) -> Int4Net:
     """The int4 mode of a float32 CPU module loaded from `path` (None: not cached)."""
     from aiwriter.onnx_export import SUPPORTED
@@ -198,6 +205,7 @@ def to_int4(net: torch.nn.Module, path: Path | None) -> Int4Net:
             except Exception:  # a damaged cache entry: build it again
                 pass
         try:
+            _announce(target)
             build_int4_onnx(net, target)
             return _open(net, target)
         except OSError:  # the cache folder is not writable: build in a temporary folder
