@@ -27,7 +27,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from aiwriter.errors import AIWriterError
@@ -35,7 +34,7 @@ from aiwriter.errors import AIWriterError
 # Held-out loss of the default model vs float32: +0.0135 nats/char with blocks of 128, +0.0096 with
 # 64 (the issue allows 0.02); 128 decodes RWKV-7 0.1B 1.15x faster.
 BLOCK = 128
-SCHEME = "int4-sym-b128-v1"  # changes whenever the quantization or the graph does (cache key)
+SCHEME = "int4-sym-b128-v2"  # changes whenever the quantization or the graph does (cache key)
 META_KEY = "aiwriter.int4_params"  # aiwriter/onnx_export.py writes it
 
 
@@ -57,66 +56,61 @@ def quantize_blocks(B: torch.Tensor, block: int = BLOCK):
     return packed.contiguous(), scale.reshape(-1).contiguous(), deq
 
 
-def _digest(a: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
-
-
-def quantize_onnx(model, block: int = BLOCK, accuracy_level: int = 4) -> list[str]:
-    """Replace, in place, every MatMul of an onnx ModelProto whose second input is a 2-D float
-    initializer by a MatMulNBits with that matrix in 4-bit blocks. Returns the digests of the
-    matrices replaced (to find them among the PyTorch module's tensors)."""
+def quantize_graph(model, tensors: dict[str, torch.Tensor], block: int = BLOCK,
+                   accuracy_level: int = 4) -> list[tuple[str, bool]]:
+    """Complete, in place, an onnx ModelProto exported without its parameters (they are graph
+    inputs named as in `tensors`): every MatMul by a parameter P (a LoRA matrix) or by
+    Transpose(P) (a Linear's weight) becomes a MatMulNBits holding P in 4-bit blocks; every other
+    parameter it uses becomes a float32 initializer. Returns the (name, transposed) quantized.
+    One matrix is copied at a time: no second float32 copy of the model is ever made."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    uses: dict[str, int] = {}
+    made = {out: node for node in graph.node for out in node.output}
+    nodes, inits, done = [], [], []
     for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    digests, nodes, new_inits = [], [], []
-    for node in graph.node:
-        init = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
-        if init is None or len(init.dims) != 2 or init.data_type != 1:  # 1: FLOAT
+        target = None
+        if node.op_type == "MatMul":
+            b, src = node.input[1], made.get(node.input[1])
+            if b in tensors and tensors[b].dim() == 2:
+                target = (b, False)
+            elif (src is not None and src.op_type == "Transpose" and src.input[0] in tensors
+                  and tensors[src.input[0]].dim() == 2):
+                target = (src.input[0], True)
+        if target is None:
             nodes.append(node)
             continue
-        B = numpy_helper.to_array(init)
-        digests.append(_digest(B))
-        packed, scales, _ = quantize_blocks(torch.from_numpy(B.copy()), block)
-        qname = f"{node.name or init.name}_int4"
-        new_inits += [numpy_helper.from_array(packed.numpy(), qname + "_B"),
-                      numpy_helper.from_array(scales.numpy(), qname + "_scales")]
-        nodes.append(helper.make_node("MatMulNBits", [node.input[0], qname + "_B", qname + "_scales"],
-                                      list(node.output), name=qname, domain="com.microsoft",
-                                      K=int(B.shape[0]), N=int(B.shape[1]), bits=4, block_size=block,
+        name, transposed = target
+        B = tensors[name].detach().float()
+        packed, scales, _ = quantize_blocks(B.T if transposed else B, block)
+        K, N = (B.shape[1], B.shape[0]) if transposed else B.shape
+        q = f"{node.name or node.output[0]}_int4"
+        inits += [numpy_helper.from_array(packed.numpy(), q + "_B"), numpy_helper.from_array(scales.numpy(), q + "_scales")]
+        nodes.append(helper.make_node("MatMulNBits", [node.input[0], q + "_B", q + "_scales"], list(node.output),
+                                      name=q, domain="com.microsoft", K=int(K), N=int(N), bits=4, block_size=block,
                                       accuracy_level=accuracy_level))
-        uses[init.name] -= 1
+        done.append((name, transposed))
+    while True:  # drop what no longer feeds anything (the Transposes of quantized weights)
+        used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+        kept = [n for n in nodes if any(o in used for o in n.output)]
+        if len(kept) == len(nodes):
+            break
+        nodes = kept
+    clash = sorted({n for n, _ in done} & used)
+    if clash:  # a quantized matrix also used as itself: the two engines would differ
+        raise AIWriterError("int4 导出失败：这些矩阵还有别的用途：" + ", ".join(clash),
+                            "int4 export failed: these matrices have other uses too: " + ", ".join(clash))
+    for name in sorted(used & set(tensors)):
+        inits.append(numpy_helper.from_array(tensors[name].detach().float().cpu().numpy(), name))
+    kept_inputs = [i for i in graph.input if i.name not in tensors]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
     del graph.node[:]
     graph.node.extend(nodes)
-    keep = [t for t in graph.initializer if uses.get(t.name, 0) > 0]
-    del graph.initializer[:]
-    graph.initializer.extend(keep + new_inits)
+    graph.initializer.extend(inits)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return digests
-
-
-def matmul_tensors(net: torch.nn.Module, digests: list[str]) -> list[tuple[str, bool]]:
-    """(name, transposed) of the module's 2-D float tensors that the graph multiplies by: a
-    Linear's weight W appears as W^T, a LoRA matrix as itself."""
-    wanted, found, covered = set(digests), [], set()
-    for name, p in list(net.named_parameters()) + list(net.named_buffers()):
-        if p.dim() != 2 or not p.is_floating_point():
-            continue
-        a = p.detach().float().cpu().numpy()
-        for transposed, d in ((True, _digest(a.T)), (False, _digest(a))):
-            if d in wanted:
-                found.append((name, transposed))
-                covered.add(d)
-                break
-    if covered != wanted:
-        raise AIWriterError("int4 导出失败：图中有矩阵在模型里找不到", "int4 export failed: "
-                            f"{len(wanted - covered)} matrices of the graph are not among the model's tensors")
-    return found
+    return done
 
 
 def apply_to_torch(net: torch.nn.Module, tensors: list[tuple[str, bool]], block: int = BLOCK) -> None:
@@ -185,7 +179,7 @@ def _open(net: torch.nn.Module, path: Path) -> Int4Net:
 
 
 def _announce(target: Path) -> None:
-    """The first int4 load of a model exports it (a 0.1B model: ~20 s): say so, once."""
+    """The first int4 load of a model exports it (a 0.1B model: ~8 s): say so, once."""
     print(f"int4：首次载入这个模型，正在导出并量化（只需一次，存于 {target.parent}）/ int4: first load of this model, "
           f"exporting and quantizing (once; cached in {target.parent})", file=sys.stderr, flush=True)
 

@@ -134,36 +134,34 @@ def export_onnx(net, out: Path, int8: bool = False, int4: bool = False) -> Path:
     outputs = ["logits"] + [f"new_{n}" for n in names]
     axes = {n: {0: "batch"} for n in inputs + outputs}
     big = sum(p.numel() * 4 for p in net.parameters()) > PROTO_LIMIT
-    import tempfile
+    import io
     import warnings
 
-    # int4 rewrites every matrix: the float32 graph goes to a scratch folder (with its external
-    # data files when big), and only the 4-bit model is written to `out`.
-    scratch = tempfile.TemporaryDirectory(prefix="aiwriter-export-", dir=out.parent) if int4 else None
-    raw = Path(scratch.name) / "step.onnx" if int4 else out
-    try:
-        with torch.no_grad(), warnings.catch_warnings(), _plain_lerp():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(step, (ids, *[init[n] for n in names]), str(raw), input_names=inputs,
-                              output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
-                              external_data=big)
-        model = onnx.load(str(raw), load_external_data=int4)
-        meta = {"family": net.family, "vocab_size": str(net.vocab_size), "state_names": json.dumps(names),
-                "initial_state": _encode_state(net.new_state(1)), "format": "1"}
-        if int4:
-            from aiwriter.int4 import matmul_tensors, quantize_onnx
+    # int4: the graph is traced without its parameters (they stay graph inputs, named; constant
+    # folding off, so a Linear reads Transpose(weight)) and filled in one matrix at a time by
+    # aiwriter.int4.quantize_graph: no float32 copy of the model is serialized.
+    target = io.BytesIO() if int4 else str(out)
+    with torch.no_grad(), warnings.catch_warnings(), _plain_lerp():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(step, (ids, *[init[n] for n in names]), target, input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+                          external_data=big and not int4, export_params=not int4, do_constant_folding=not int4)
+    model = onnx.load_from_string(target.getvalue()) if int4 else onnx.load(str(out), load_external_data=False)
+    meta = {"family": net.family, "vocab_size": str(net.vocab_size), "state_names": json.dumps(names),
+            "initial_state": _encode_state(net.new_state(1)), "format": "1"}
+    if int4:
+        from aiwriter.int4 import quantize_graph
 
-            meta["int4_params"] = json.dumps(matmul_tensors(net, quantize_onnx(model)))
-        for k, v in meta.items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = META_PREFIX + k, v
-        if int4:
-            save_model(model, out)
-        else:
-            onnx.save(model, str(out))
-    finally:
-        if scratch is not None:
-            scratch.cleanup()
+        tensors = dict(step.named_parameters()) | dict(step.named_buffers())
+        done = quantize_graph(model, tensors)
+        meta["int4_params"] = json.dumps([(name.removeprefix("net."), t) for name, t in done])
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + k, v
+    if int4:
+        save_model(model, out)
+    else:
+        onnx.save(model, str(out))
     if int8:
         import logging
         import os
