@@ -138,21 +138,22 @@ def test_int4_mode_close_to_fp32_and_engines_agree(cls, tmp_path, cache):
 
 
 def test_int4_weights_identical_in_both_engines(tmp_path):
-    """Every matrix the graph multiplies by is 4-bit in the PyTorch module too, with the same
-    values; everything else (embedding, norms, decays) is left as float32."""
+    """Every matrix the graph multiplies by holds exactly the 4-bit values apply_to_torch gives the
+    PyTorch module; the prompts path holds them in bf16 (Linears) or float32 (LoRA matrices);
+    everything else (embedding, norms, decays) is left as it was."""
     import onnx
     from onnx import numpy_helper
 
     path = _model_file(tmp_path, RWKV7)
     ref = aiwriter.load_model(path)
     m = aiwriter.load_model(path, dtype="int4")
-    params = dict(m.net.torch_net.named_parameters())
-    ref_params = dict(ref.net.named_parameters())
-    graph = onnx.load(str(next(iter((tmp_path / "cache").glob("*.int4.onnx"))))).graph
-    tensors = json.loads({p.key: p.value for p in onnx.load(str(next(iter((tmp_path / "cache").glob("*.int4.onnx"))))).metadata_props}[int4.META_KEY])
+    entry = next(iter((tmp_path / "cache").glob("*.int4.onnx")))
+    model = onnx.load(str(entry))
+    tensors = [tuple(t) for t in json.loads({p.key: p.value for p in model.metadata_props}[int4.META_KEY])]
     names = {n for n, _ in tensors}
     assert "head.weight" in names and "blocks.0.att.key.weight" in names and "blocks.1.att.w1" in names
     assert "emb.weight" not in names
+    graph = model.graph
     nodes = [n for n in graph.node if n.op_type == "MatMulNBits"]
     assert len(nodes) == len(tensors) and not [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in
                                                 {i.name for i in graph.initializer if len(i.dims) == 2}]
@@ -164,12 +165,22 @@ def test_int4_weights_identical_in_both_engines(tmp_path):
         q = _unpack(torch.from_numpy(inits[n.input[1]].copy()).reshape(N, -1), K)
         s = torch.from_numpy(inits[n.input[2]].copy()).view(N, -1).repeat_interleave(int4.BLOCK, 1)[:, :K]
         decoded.append((q * s).T.contiguous())
-    for name, transposed in tensors:
-        w = params[name].detach()
-        w = w.T if transposed else w
-        assert any(torch.equal(w, d) for d in decoded), name
-        assert not torch.equal(params[name], ref_params[name])
-    torch.testing.assert_close(params["emb.weight"], ref_params["emb.weight"], rtol=0, atol=0)
+    fp32 = dict(ref.net.named_parameters())
+    before = {k: v.detach().clone() for k, v in fp32.items()}
+    int4.apply_to_torch(ref.net, tensors)
+    torch_side = m.net.torch_net
+    with torch.no_grad():
+        for name, transposed in tensors:
+            B = fp32[name].detach().T if transposed else fp32[name].detach()  # [K, N]
+            assert any(torch.equal(B, d) for d in decoded), name
+            assert not torch.equal(B, before[name].T if transposed else before[name])
+            if transposed:  # a Linear: the prompts path multiplies by the same values in bf16
+                layer = torch_side.get_submodule(name.removesuffix(".weight"))
+                got = layer(torch.eye(B.shape[0]))
+                torch.testing.assert_close(got, B.to(torch.bfloat16).float(), rtol=0, atol=0)
+            else:
+                torch.testing.assert_close(dict(torch_side.named_parameters())[name], B, rtol=0, atol=0)
+    torch.testing.assert_close(dict(torch_side.named_parameters())["emb.weight"], before["emb.weight"], rtol=0, atol=0)
 
 
 def test_cache_reused_rebuilt_and_optional(tmp_path, cache, monkeypatch):
