@@ -52,6 +52,7 @@ YARDSTICK = {"rwkv4": "rwkv fp32", "rwkv7": "rwkv fp32", "f1": "original fp32"}
 TARGETS = [("rwkv4", "fastest", 5.6), ("rwkv4", "fastest+onnx", 5.6), ("rwkv7", "fastest", 3.4),
            ("rwkv7", "fastest+onnx", 3.4), ("rwkv4", "aiwriter fp32", 2.0), ("rwkv7", "aiwriter fp32", 2.0),
            ("f1", "aiwriter fp32", 20.0)]
+DECODE_WINDOWS = 3
 LOAD_MODEL_MODES = ("aiwriter fp32", "aiwriter bf16", "aiwriter int8", "aiwriter int4")
 
 
@@ -286,7 +287,9 @@ def measure(case: dict) -> dict:
 
             def one():
                 logits, state[0] = eng.step(torch.tensor([1]), state[0])
-            out["decode_tok_s"] = 1 / _timed(one, min_time)
+            # best of three windows: on a shared host a burst of other work can halve one window;
+            # every engine, yardsticks included, gets the same treatment
+            out["decode_tok_s"] = 1 / min(_timed(one, min_time) for _ in range(DECODE_WINDOWS))
 
         # aggregate over B streams stepped together
         agg = {}
