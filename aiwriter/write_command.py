@@ -163,7 +163,7 @@ def run(args) -> int:
     import torch
 
     from aiwriter.engine import configure_threads, load_model
-    from aiwriter.writer import Piece, RunResult, Writer
+    from aiwriter.writer import Piece, Writer
 
     cfg = _config(args)
     _check_counts(cfg)

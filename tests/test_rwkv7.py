@@ -9,7 +9,7 @@ import torch
 
 import aiwriter
 from aiwriter.errors import AIWriterError
-from aiwriter.models.rwkv7 import RWKV7, init_params, lora_dims, wkv7_chunked, wkv7_scan
+from aiwriter.models.rwkv7 import RWKV7, lora_dims, wkv7_chunked, wkv7_scan
 
 
 def rel_err(a, b):

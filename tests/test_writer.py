@@ -1,7 +1,7 @@
 import torch
 
 from aiwriter.sampling import SamplingSettings
-from aiwriter.writer import Piece, RunResult, Writer
+from aiwriter.writer import Piece, Writer
 
 GREEDY = SamplingSettings(top_p=0.0, top_p_newline=0.0)
 

@@ -6,7 +6,6 @@ trains on exactly the shape of text it will later be asked to continue.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 from collections import Counter
