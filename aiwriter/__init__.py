@@ -1,11 +1,10 @@
 """AI-Writer: continue Chinese novels with RWKV language models."""
 import os
+import sys
 
 # Decoding one char is a short burst of small matmuls. With OpenMP's default busy-waiting, a
 # second thread that meets any other load on the machine made writing ~100x slower (210 -> 2
 # chars/s measured on 2 cores); passive waiting keeps both threads useful. Must precede torch.
-import sys
-
 USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # what the user had (the bench's yardsticks run with it)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # What OpenMP runs with: it reads the variable when torch loads, so torch loaded first keeps the user's.

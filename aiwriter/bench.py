@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
+
+import aiwriter
 
 FULL = {
     "rwkv4": dict(vocab=8849, layers=12, embd=768, head=64),
@@ -129,30 +132,6 @@ def _private_rwkv(version: int, jit: bool):
     return module
 
 
-def _load_ours(path: Path, dtype: str):
-    """load_model in a fast CPU mode. The engine may not know "int8", pack bf16 or install the
-    lean decode step itself yet: the same steps by hand then (each is idempotent)."""
-    from aiwriter.engine import load_model
-    from aiwriter.errors import AIWriterError
-    from aiwriter.models.fast_decode import enable_fast_decode
-    from aiwriter.models.quant import pack_bf16, quantize_int8
-
-    if dtype == "int4":
-        return load_model(path, dtype="int4")
-    if dtype == "int8":
-        try:
-            model = load_model(path, dtype="int8")
-        except AIWriterError:
-            model = load_model(path)
-        quantize_int8(model.net)
-    else:
-        model = load_model(path, dtype=dtype)
-        if dtype == "bf16":
-            pack_bf16(model.net)
-    enable_fast_decode(model.net)
-    return model
-
-
 def make_engine(case: dict):
     import contextlib
     import io
@@ -179,18 +158,11 @@ def make_engine(case: dict):
         from aiwriter.onnx_backend import load_onnx_model
 
         return OursEngine(load_onnx_model(path, export_dir=Path(case["tmp"]), int8=mode == "onnx-int8"))
-    if side == "aiwriter" and mode == "int4":  # its exported graph is cached: with the scratch checkpoints
-        saved = os.environ.get("AIWRITER_CACHE")
-        os.environ["AIWRITER_CACHE"] = str(case["tmp"])
-        try:
-            return OursEngine(_load_ours(path, mode))
-        finally:
-            if saved is None:
-                del os.environ["AIWRITER_CACHE"]
-            else:
-                os.environ["AIWRITER_CACHE"] = saved
-    if side == "aiwriter":
-        return OursEngine(_load_ours(path, mode))
+    if side == "aiwriter":  # int4 caches its exported graph: with the scratch checkpoints, not the user's
+        from aiwriter.engine import load_model
+
+        with mock.patch.dict(os.environ, AIWRITER_CACHE=str(case["tmp"])):
+            return OursEngine(load_model(path, dtype=mode))
     module = _private_rwkv(7 if family == "rwkv7" else 4, jit=not case["quick"])
     with contextlib.redirect_stdout(io.StringIO()):
         if family == "rwkv7":
@@ -249,7 +221,7 @@ def measure(case: dict) -> dict:
     prompt = torch.randint(0, V, (case["prompt"],), generator=g).tolist()
     opening = torch.randint(0, V, (case["opening"],), generator=g).tolist()
     out = {"family": case["family"], "engine": case["engine"], "threads": torch.get_num_threads(), "load_s": load_s,
-           "omp_wait_policy": __import__("aiwriter").OMP_WAIT_POLICY}
+           "omp_wait_policy": aiwriter.OMP_WAIT_POLICY}
 
     with torch.inference_mode():
         # prefill: a prompt from an empty state, one call
@@ -358,8 +330,6 @@ def run_case(case: dict, in_process: bool) -> dict:
     # would cost them up to 40% of their multi-thread decode speed on an idle machine.
     env = dict(os.environ)
     if case["engine"] in YARDSTICK.values() or case["engine"].startswith("rwkv "):
-        import aiwriter
-
         env.pop("OMP_WAIT_POLICY", None)
         if aiwriter.USER_OMP_WAIT_POLICY is not None:
             env["OMP_WAIT_POLICY"] = aiwriter.USER_OMP_WAIT_POLICY
@@ -381,7 +351,7 @@ def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": {"aiwriter": os.environ.get("OMP_WAIT_POLICY"),  # what our case processes get
-                                "yardsticks": __import__("aiwriter").USER_OMP_WAIT_POLICY or "default"}}
+                                "yardsticks": aiwriter.USER_OMP_WAIT_POLICY or "default"}}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

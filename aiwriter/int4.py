@@ -35,7 +35,7 @@ from aiwriter.errors import AIWriterError
 # 64 (the issue allows 0.02); 128 decodes RWKV-7 0.1B 1.15x faster.
 BLOCK = 128
 SCHEME = "int4-sym-b128-v2"  # changes whenever the quantization or the graph does (cache key)
-META_KEY = "aiwriter.int4_params"  # aiwriter/onnx_export.py writes it
+META_FIELD = "int4_params"  # metadata aiwriter/onnx_export.py writes: the (name, transposed) quantized
 
 
 def quantize_blocks(B: torch.Tensor, block: int = BLOCK):
@@ -137,21 +137,6 @@ def _cache_key(path: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def build_int4_onnx(net: torch.nn.Module, out: Path) -> list[tuple[str, bool]]:
-    """Export the float32 module's step with 4-bit MatMuls to `out` (atomically). Returns the
-    module tensors that were quantized (also kept in the file's metadata)."""
-    from aiwriter.onnx_export import export_onnx
-
-    return _int4_params(export_onnx(net, out, int4=True))
-
-
-def _int4_params(path: Path) -> list[tuple[str, bool]]:
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return [tuple(t) for t in json.loads(meta[META_KEY])]
-
-
 class Int4Net:
     """The family contract over two engines with the same 4-bit weights: onnxruntime for one
     token per stream, the PyTorch module for prompts and all-logits calls."""
@@ -207,9 +192,8 @@ def _bf16_prompts(net: torch.nn.Module) -> None:
 def _open(net: torch.nn.Module, path: Path) -> Int4Net:
     from aiwriter.onnx_backend import OnnxNet
 
-    tensors = _int4_params(path)
     onnx_net = OnnxNet(path)  # the session holds the graph: the file may go afterwards
-    apply_to_torch(net, tensors)
+    apply_to_torch(net, [tuple(t) for t in json.loads(onnx_net.meta[META_FIELD])])
     _bf16_prompts(net)
     return Int4Net(net, onnx_net)
 
@@ -222,7 +206,7 @@ def _announce(target: Path) -> None:
 
 def to_int4(net: torch.nn.Module, path: Path | None) -> Int4Net:
     """The int4 mode of a float32 CPU module loaded from `path` (None: not cached)."""
-    from aiwriter.onnx_export import SUPPORTED
+    from aiwriter.onnx_export import SUPPORTED, export_onnx
 
     if net.family not in SUPPORTED:
         raise AIWriterError(f"int4 只支持 RWKV-4/5/6/7 模型，这是 {net.family}",
@@ -236,11 +220,11 @@ def to_int4(net: torch.nn.Module, path: Path | None) -> Int4Net:
                 pass
         try:
             _announce(target)
-            build_int4_onnx(net, target)
+            export_onnx(net, target, int4=True)
             return _open(net, target)
         except OSError:  # the cache folder is not writable: build in a temporary folder
             pass
     with tempfile.TemporaryDirectory(prefix="aiwriter-int4-") as tmp:
         target = Path(tmp) / "step.int4.onnx"
-        build_int4_onnx(net, target)
+        export_onnx(net, target, int4=True)
         return _open(net, target)

@@ -75,6 +75,7 @@ class OnnxNet:
         if "family" not in meta:
             raise AIWriterError(f"{path} 不是 aiwriter export-onnx 导出的模型（缺少元数据）",
                                 f"{path} was not written by aiwriter export-onnx (its metadata is missing)")
+        self.meta = meta  # the file's aiwriter metadata, prefix removed
         self.family, self.vocab_size = meta["family"], int(meta["vocab_size"])
         self.names = json.loads(meta["state_names"])
         self._init = decode_state(meta["initial_state"])

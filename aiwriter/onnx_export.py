@@ -150,11 +150,11 @@ def export_onnx(net, out: Path, int8: bool = False, int4: bool = False) -> Path:
     meta = {"family": net.family, "vocab_size": str(net.vocab_size), "state_names": json.dumps(names),
             "initial_state": _encode_state(net.new_state(1)), "format": "1"}
     if int4:
-        from aiwriter.int4 import quantize_graph
+        from aiwriter.int4 import META_FIELD, quantize_graph
 
         tensors = dict(step.named_parameters()) | dict(step.named_buffers())
         done = quantize_graph(model, tensors)
-        meta["int4_params"] = json.dumps([(name.removeprefix("net."), t) for name, t in done])
+        meta[META_FIELD] = json.dumps([(name.removeprefix("net."), t) for name, t in done])
     for k, v in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = META_PREFIX + k, v

@@ -20,6 +20,7 @@ from aiwriter.models.rwkv4 import RWKV4
 from aiwriter.models.rwkv5 import RWKV5
 from aiwriter.models.rwkv6 import RWKV6
 from aiwriter.models.rwkv7 import RWKV7
+from aiwriter.onnx_export import META_PREFIX
 
 V = 100
 
@@ -149,7 +150,7 @@ def test_int4_weights_identical_in_both_engines(tmp_path):
     m = aiwriter.load_model(path, dtype="int4")
     entry = next(iter((tmp_path / "cache").glob("*.int4.onnx")))
     model = onnx.load(str(entry))
-    tensors = [tuple(t) for t in json.loads({p.key: p.value for p in model.metadata_props}[int4.META_KEY])]
+    tensors = [tuple(t) for t in json.loads({p.key: p.value for p in model.metadata_props}[META_PREFIX + int4.META_FIELD])]
     names = {n for n, _ in tensors}
     assert "head.weight" in names and "blocks.0.att.key.weight" in names and "blocks.1.att.w1" in names
     assert "emb.weight" not in names
