@@ -13,28 +13,34 @@ import aiwriter
 _REFERENCE = None
 
 
+def package_model_module(v7: bool, jit: bool):
+    """rwkv.model as a private module copy: the package picks its model version and JIT from
+    environment variables at import time, and tests load both a v4/5/6 and a v7 copy. The
+    variables are restored afterwards."""
+    import rwkv
+
+    name = "_rwkv_model_x070" if v7 else "_rwkv_model_v456"
+    spec = importlib.util.spec_from_file_location(name, Path(rwkv.__file__).parent / "model.py")
+    env = {"RWKV_V7_ON": "1" if v7 else "0", "RWKV_JIT_ON": "1" if jit else "0", "RWKV_CUDA_ON": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return module
+
+
 def reference_rwkv():
-    """rwkv.model.RWKV for versions 4/5/6, loaded as a private module copy: the package picks its
-    model version and JIT from environment variables at import time, and the RWKV-7 tests load
-    their own copy with RWKV_V7_ON=1."""
+    """rwkv.model.RWKV for versions 4/5/6 (one copy per test session)."""
     global _REFERENCE
     if _REFERENCE is None:
-        import rwkv
-
-        spec = importlib.util.spec_from_file_location("_rwkv_model_v456", Path(rwkv.__file__).parent / "model.py")
-        env = {"RWKV_V7_ON": "0", "RWKV_JIT_ON": "0", "RWKV_CUDA_ON": "0"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        _REFERENCE = module.RWKV
+        _REFERENCE = package_model_module(v7=False, jit=False).RWKV
     return _REFERENCE
 
 

@@ -1,8 +1,5 @@
 """RWKV-7 (x070): checked against BlinkDL's `rwkv` package and a float64 step-by-step recurrence."""
-import importlib.util
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +7,7 @@ import torch
 import aiwriter
 from aiwriter.errors import AIWriterError
 from aiwriter.models.rwkv7 import RWKV7, lora_dims, wkv7_chunked, wkv7_scan
+from rwkv_helpers import package_model_module
 
 
 def rel_err(a, b):
@@ -18,24 +16,8 @@ def rel_err(a, b):
 
 @pytest.fixture(scope="module")
 def reference_class():
-    """rwkv.model's RWKV_x070, loaded as a private module copy: the package picks its model version
-    from environment variables at import time, and other tests may import it for RWKV-4/5/6."""
-    import rwkv
-
-    spec = importlib.util.spec_from_file_location("_rwkv_model_x070", Path(rwkv.__file__).parent / "model.py")
-    env = {"RWKV_V7_ON": "1", "RWKV_JIT_ON": "1", "RWKV_CUDA_ON": "0"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return module.RWKV_x070
+    """rwkv.model's RWKV_x070 (a private module copy, see rwkv_helpers)."""
+    return package_model_module(v7=True, jit=True).RWKV_x070
 
 
 def save_checkpoint(weights, tmp_path, name="model"):

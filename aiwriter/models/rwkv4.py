@@ -120,6 +120,14 @@ class ChannelMix(nn.Module):
         s = ffn_scale(self.layer_id, self.value.weight.dtype)
         return r * lin(self.value, k * s) / s, {"ffn_x": x[:, -1]}
 
+    @staticmethod
+    def random_weights(gen: torch.Generator, n_embd: int, dim_ffn: int) -> dict[str, torch.Tensor]:
+        """Random weights of one layer's channel mix, keys relative to "blocks.{i}.ffn."."""
+        C, F_ = n_embd, dim_ffn
+        return {"time_mix_k": torch.rand(1, 1, C, generator=gen), "time_mix_r": torch.rand(1, 1, C, generator=gen),
+                "key.weight": random_linear(gen, F_, C), "receptance.weight": random_linear(gen, C, C),
+                "value.weight": random_linear(gen, C, F_, gain=0.5)}
+
 
 class RWKV4(RWKVBase):
     family = "rwkv4"
@@ -173,9 +181,5 @@ class RWKV4(RWKVBase):
                 w[b + f"att.time_mix_{m}"] = torch.rand(1, 1, C, generator=gen)
             for m in ("key", "value", "receptance", "output"):
                 w[b + f"att.{m}.weight"] = random_linear(gen, C, C)
-            w[b + "ffn.time_mix_k"] = torch.rand(1, 1, C, generator=gen)
-            w[b + "ffn.time_mix_r"] = torch.rand(1, 1, C, generator=gen)
-            w[b + "ffn.key.weight"] = random_linear(gen, F_, C)
-            w[b + "ffn.receptance.weight"] = random_linear(gen, C, C)
-            w[b + "ffn.value.weight"] = random_linear(gen, C, F_, gain=0.5)
+            w.update({b + "ffn." + k: v for k, v in ChannelMix.random_weights(gen, C, F_).items()})
         return w

@@ -86,9 +86,5 @@ class RWKV5(HeadsRWKV):
                 w[b + f"att.{m}.weight"] = random_linear(gen, C, C)
             w[b + "att.ln_x.weight"] = 1 + 0.2 * torch.randn(C, generator=gen)
             w[b + "att.ln_x.bias"] = 0.1 * torch.randn(C, generator=gen)
-            w[b + "ffn.time_mix_k"] = torch.rand(1, 1, C, generator=gen)
-            w[b + "ffn.time_mix_r"] = torch.rand(1, 1, C, generator=gen)
-            w[b + "ffn.key.weight"] = random_linear(gen, F_, C)
-            w[b + "ffn.receptance.weight"] = random_linear(gen, C, C)
-            w[b + "ffn.value.weight"] = random_linear(gen, C, F_, gain=0.5)
+            w.update({b + "ffn." + k: v for k, v in ChannelMix.random_weights(gen, C, F_).items()})
         return w
