@@ -45,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-chars", type=int, default=20000, help="评测其前 N 个字 / score its first N chars")
     g.add_argument("--eval-every", type=int, default=500, help="每 N 步评测一次 / evaluate every N steps")
     g = p.add_argument_group("模型 / model")
-    g.add_argument("--init", default=None, help="在已有的 RWKV-7 模型上继续训练（沿用其词表） / fine-tune this RWKV-7 model (keeps its vocab)")
+    g.add_argument("--init", default=None,
+                   help="在已有的 RWKV-7 模型上继续训练（沿用其词表；同时给 --vocab 则按字换成新词表） / fine-tune this "
+                        "RWKV-7 model (keeps its vocab; with --vocab its rows are carried over to the new vocab by char)")
     g.add_argument("--layers", type=int, default=6, help="层数 / number of layers")
     g.add_argument("--embd", type=int, default=256, help="每个字的向量宽度 / embedding width")
     g.add_argument("--head-size", type=int, default=64, help="注意力头宽度 / head size")
@@ -206,8 +208,6 @@ def _check_args(args, ddp: _Dist) -> None:
         bad("请给出 --max-steps 或 --max-minutes", "give --max-steps or --max-minutes")
     if args.lr <= 0:
         bad("--lr 必须大于 0", "--lr must be positive")
-    if args.init and args.vocab:
-        bad("--init 沿用模型自己的词表，不能再给 --vocab", "--init keeps the model's own vocab: do not give --vocab too")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         bad(f"输出路径已存在且不是文件夹：{out}", f"output path exists and is not a folder: {out}")
@@ -236,10 +236,10 @@ def _prepare_data(args, ddp: _Dist, init_tokenizer):
                 print(f"警告：评测文件 {args.eval_file} 也在训练数据里，评测结果会偏低 / warning: the eval file "
                       f"{args.eval_file} is also in the training data, so its figure will be too low", file=sys.stderr)
             texts = [t for _, t in D.load_texts(args.data)]
-            if init_tokenizer is not None:
-                tok = init_tokenizer
-            elif args.vocab:
+            if args.vocab:
                 tok = load_tokenizer(args.vocab)
+            elif init_tokenizer is not None:
+                tok = init_tokenizer
             else:
                 tok = D.build_vocab(texts, coverage=args.vocab_coverage, min_count=args.min_count)
             out = Path(args.out)
@@ -254,7 +254,7 @@ def _prepare_data(args, ddp: _Dist, init_tokenizer):
         raise AIWriterError(msg[1], msg[2])
     _, path, vocab_json, n_chars = msg
     if not ddp.main:
-        tok = init_tokenizer if init_tokenizer is not None else CharTokenizer(
+        tok = init_tokenizer if init_tokenizer is not None and not args.vocab else CharTokenizer(
             {int(k): v for k, v in json.loads(vocab_json).items()})
     return Path(path), tok, n_chars
 
@@ -277,6 +277,27 @@ def _build_net(args, vocab_size: int, device):
     for p in net.parameters():
         p.requires_grad_(True)
     return net, tok
+
+
+@torch.no_grad()
+def remap_vocab(net, old, new) -> int:
+    """Give `net` (trained with char vocab `old`) the rows of char vocab `new`: a char both hold
+    keeps its embedding and head rows; a new char starts from the mean of the old rows, so its
+    logit starts average rather than random. Returns how many chars are new."""
+    import torch.nn as nn
+
+    emb, head = net.emb.weight, net.head.weight
+    rows = [old.stoi.get(new.itos.get(i)) for i in range(new.vocab_size)]
+    fresh = [i for i, r in enumerate(rows) if r is None]
+    index = torch.tensor([0 if r is None else r for r in rows])
+    e, h = emb[index].clone(), head[index].clone()
+    if fresh:
+        e[fresh], h[fresh] = emb.mean(0), head.mean(0)
+    net.emb = nn.Embedding(new.vocab_size, e.shape[1], _weight=e)
+    net.head = nn.Linear(h.shape[1], new.vocab_size, bias=False, device=h.device, dtype=h.dtype)
+    net.head.weight.copy_(h)
+    net.vocab_size = new.vocab_size
+    return len(fresh)
 
 
 def _model_facts(net) -> dict:
@@ -334,6 +355,12 @@ def _train(args, ddp: _Dist) -> int:
     packed, tok, n_chars = _prepare_data(args, ddp, init_tok)
     if net is None:
         net, _ = _build_net(args, tok.vocab_size, device)
+    elif args.vocab:
+        if not hasattr(init_tok, "stoi") or not hasattr(tok, "itos"):
+            raise AIWriterError("--init 加 --vocab 只支持字级词表", "--init with --vocab needs char vocabs on both sides")
+        n_new = remap_vocab(net, init_tok, tok)
+        if ddp.main:
+            print(f"词表 / vocab: {init_tok.vocab_size} -> {tok.vocab_size} ({n_new} new chars)", file=sys.stderr)
     data = D.open_packed(packed)
     facts = _model_facts(net)
     if tok.vocab_size > facts["vocab_size"]:
