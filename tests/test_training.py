@@ -248,3 +248,43 @@ def test_cli_train_reports_bad_input_without_traceback(tmp_path, capsys):
     code = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--max-steps", "1"])
     err = capsys.readouterr().err
     assert code != 0 and "training data not found" in err and "找不到训练数据" in err and "Traceback" not in err
+
+
+def test_remap_vocab_carries_rows_by_char_and_starts_new_chars_from_the_mean():
+    from aiwriter.models.rwkv7 import RWKV7
+
+    old = CharTokenizer({0: "甲", 1: "乙", 2: "\n", 3: UNKNOWN_CHAR})
+    new = CharTokenizer({0: "乙", 1: "丙", 2: "甲", 3: "\n", 4: UNKNOWN_CHAR, 5: "丁"})
+    net = RWKV7.from_weights(RWKV7.init_weights(4, 1, 32, head_size=16, seed=3))
+    torch.nn.init.normal_(net.head.weight)
+    emb, head = net.emb.weight.detach().clone(), net.head.weight.detach().clone()
+    x = torch.tensor([[0, 1, 2, 0]])
+    before, _ = net(x, net.new_state(1), all_logits=True)
+
+    assert T.remap_vocab(net, old, new) == 2
+    assert net.emb.weight.shape == (6, 32) and net.head.weight.shape == (6, 32)
+    for ch, i in old.stoi.items():
+        j = new.stoi[ch]
+        assert torch.equal(net.emb.weight[j], emb[i]) and torch.equal(net.head.weight[j], head[i]), ch
+    for ch in "丙丁":
+        assert torch.allclose(net.emb.weight[new.stoi[ch]], emb.mean(0))
+        assert torch.allclose(net.head.weight[new.stoi[ch]], head.mean(0))
+    # the same text through the remapped model gives the same logits for every old char
+    after, _ = net(torch.tensor([[new.stoi[old.itos[int(i)]] for i in x[0]]]), net.new_state(1), all_logits=True)
+    idx = [new.stoi[old.itos[i]] for i in range(4)]
+    torch.testing.assert_close(after[..., idx], before, rtol=1e-5, atol=1e-5)
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_init_with_a_new_vocab_trains_the_extended_model(corpus, tmp_path):
+    train(tiny_args([corpus], tmp_path / "base", "--max-steps", "2"))
+    base = CharTokenizer.from_file(tmp_path / "base" / "vocab.json")
+    itos = dict(base.itos)
+    itos[base.vocab_size], itos[base.vocab_size + 1] = "新", "字"
+    (tmp_path / "v2.json").write_text(json.dumps({str(k): v for k, v in itos.items()}, ensure_ascii=False), encoding="utf-8")
+    other = tmp_path / "other.txt"
+    other.write_text(make_text(100, 7) + "新字新字", encoding="utf-8")
+    train(["--data", str(other), "--out", str(tmp_path / "ft"), "--init", str(tmp_path / "base" / "model.pth"),
+           "--vocab", str(tmp_path / "v2.json"), "--ctx-len", "16", "--batch-size", "2", "--max-steps", "2", "--no-progress"])
+    m = aiwriter.load_model(tmp_path / "ft" / "model.pth")
+    assert m.vocab_size == base.vocab_size + 2 and m.tokenizer.encode("新字") == [base.vocab_size, base.vocab_size + 1]
