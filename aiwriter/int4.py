@@ -14,21 +14,21 @@ accuracy_level 4), whose per-node overhead is far below PyTorch's per-op overhea
 held in bf16 for oneDNN's GEMMs, so both paths use the same weights up to bf16's rounding; they differ
 by that and the activation rounding inside MatMulNBits (the tests bound it).
 
-The exported graph is cached (by the model file's path, size and mtime) under
-$AIWRITER_CACHE, else $XDG_CACHE_HOME/aiwriter, else ~/.cache/aiwriter: the first load of a model
+The exported graph is cached (by the model file's path, size and mtime) in aiwriter.paths.cache_dir()
+($AIWRITER_CACHE, else $XDG_CACHE_HOME/aiwriter or ~/.cache/aiwriter): the first load of a model
 exports it (seconds to a minute), later loads read the cache.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from aiwriter import paths
 from aiwriter.errors import AIWriterError
 
 # Held-out loss of the default model vs float32: +0.0135 nats/char with blocks of 128, +0.0096 with
@@ -124,13 +124,6 @@ def apply_to_torch(net: torch.nn.Module, tensors: list[tuple[str, bool]], block:
             p.copy_(deq.T if transposed else deq)
 
 
-def cache_dir() -> Path:
-    if os.environ.get("AIWRITER_CACHE"):
-        return Path(os.environ["AIWRITER_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "aiwriter"
-
-
 def _cache_key(path: Path) -> str:
     st = path.stat()
     text = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{SCHEME}|{torch.__version__}"
@@ -212,7 +205,7 @@ def to_int4(net: torch.nn.Module, path: Path | None) -> Int4Net:
         raise AIWriterError(f"int4 只支持 RWKV-4/5/6/7 模型，这是 {net.family}",
                             f"int4 supports RWKV-4/5/6/7 models only; this is {net.family}")
     if path is not None:
-        target = cache_dir() / f"{Path(path).stem[:40]}-{_cache_key(Path(path))}.int4.onnx"
+        target = paths.cache_dir() / f"{Path(path).stem[:40]}-{_cache_key(Path(path))}.int4.onnx"
         if target.is_file():
             try:
                 return _open(net, target)

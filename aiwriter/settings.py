@@ -1,6 +1,7 @@
 """The user's own defaults for `aiwriter write`, from a TOML file; command-line flags win.
 
-Looked up at --config PATH, else $AIWRITER_CONFIG, else ~/.config/aiwriter/config.toml. Example:
+Looked up at --config PATH, else $AIWRITER_CONFIG, else config.toml in the config folder
+(aiwriter.paths: $XDG_CONFIG_HOME/aiwriter or ~/.config/aiwriter). Example:
 
     [write]
     runs = 5
@@ -15,6 +16,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from aiwriter import paths
 from aiwriter.errors import AIWriterError
 
 
@@ -46,8 +48,8 @@ def config_path(explicit: str | None) -> Path | None:
     if explicit:
         return Path(explicit)
     if os.environ.get("AIWRITER_CONFIG"):
-        return Path(os.environ["AIWRITER_CONFIG"])
-    default = Path.home() / ".config" / "aiwriter" / "config.toml"
+        return paths.config_file()  # named by the user: reading it reports it missing
+    default = paths.config_file()
     return default if default.is_file() else None
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiwriter import store as store_mod
+from aiwriter.store import manuscripts as store_mod
 from aiwriter.store import Conflict, NotFound, Store
 
 

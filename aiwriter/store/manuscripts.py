@@ -1,16 +1,16 @@
-"""Manuscripts on disk: SQLite (standard library), documents and their version history.
+"""Store: documents, their version history and the log of generations, in SQLite.
 
 The invariant that keeps text safe: the newest version of a document always holds its current
 text. Saves while typing (reason "autosave") from the same editing session update the newest
 version in place for a while instead of piling up rows; anything else (a generation, a restore,
 a save made without knowing the current revision, or a save after the window) adds a version.
 So restoring an old version, or a save from another tab, never loses what was there before.
-Each change is one transaction; WAL mode lets readers go on while a save is written.
+Each change is one transaction; WAL mode lets readers go on while a save is written. The schema
+is in migrations.py.
 """
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -18,42 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aiwriter.errors import AIWriterError
+from aiwriter.store.migrations import migrate
 
 VERSION_WINDOW = 300.0  # seconds an autosave version keeps absorbing later autosaves
 MAX_VERSIONS = 200      # per document; the oldest autosaves go first beyond this
 MAX_GENERATIONS = 500   # per document, in the generation log
 DEFAULT_TITLE = "未命名文稿"
 REASONS = ("autosave", "save", "generation", "restore", "create")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS documents (
-    id       INTEGER PRIMARY KEY,
-    title    TEXT NOT NULL,
-    text     TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    created  REAL NOT NULL,
-    updated  REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    id       INTEGER PRIMARY KEY,
-    doc_id   INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-    text     TEXT NOT NULL,
-    reason   TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    created  REAL NOT NULL,
-    updated  REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS versions_by_doc ON versions(doc_id, id);
-CREATE TABLE IF NOT EXISTS generations (
-    id       INTEGER PRIMARY KEY,
-    doc_id   INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-    text     TEXT NOT NULL,
-    model    TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    created  REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS generations_by_doc ON generations(doc_id, id);
-"""
 
 
 class NotFound(AIWriterError):
@@ -68,20 +39,6 @@ class Conflict(AIWriterError):
         self.current = current
 
 
-def default_db_path() -> Path:
-    """$AIWRITER_DB, else the platform's per-user data folder."""
-    if os.environ.get("AIWRITER_DB"):
-        return Path(os.environ["AIWRITER_DB"])
-    return data_dir() / "aiwriter.db"
-
-
-def data_dir() -> Path:
-    if os.name == "nt" and os.environ.get("APPDATA"):
-        return Path(os.environ["APPDATA"]) / "aiwriter"
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "aiwriter"
-
-
 def _doc_summary(row) -> dict:
     return {"id": row["id"], "title": row["title"], "chars": row["chars"], "revision": row["revision"],
             "created": row["created"], "updated": row["updated"]}
@@ -90,6 +47,7 @@ def _doc_summary(row) -> dict:
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # one connection guarded by a lock: FastAPI runs sync handlers on a thread pool
@@ -97,10 +55,14 @@ class Store:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a confirmed save survives a power cut
-            self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as e:
+            migrate(self._db)  # before foreign_keys=ON: a migration may rebuild tables
+            self._db.execute("PRAGMA foreign_keys=ON")
+        except BaseException as e:
+            if self._db is not None:
+                self._db.close()
+            if not isinstance(e, (OSError, sqlite3.Error)):
+                raise
             raise AIWriterError(f"无法打开文稿数据库 {self.path}：{e}", f"cannot open the manuscript database {self.path}: {e}")
         self._lock = threading.Lock()
 
