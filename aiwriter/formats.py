@@ -2,7 +2,7 @@
 
 Plain state dicts (.pth) load with torch.load(weights_only=True); .safetensors with safetensors;
 the 2021-22 AI-Writer F1 files (a pickled nn.Module) go through the restricted unpickler in
-safe_pickle.py. The family is told apart by keys (see ../shared/FORMATS.md).
+safe_pickle.py. The family is told apart by keys (see docs/FORMATS.md).
 """
 from __future__ import annotations
 

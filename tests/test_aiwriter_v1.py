@@ -1,7 +1,7 @@
 """F1 (aiwriter-v1): golden logits, incremental == full recompute, the slide policy, branching.
 
 References: the fixture (the original code's numbers) and a float64 transcription of the
-FORMATS.md math below that recomputes a whole window from scratch.
+docs/FORMATS.md math below that recomputes a whole window from scratch.
 """
 from pathlib import Path
 

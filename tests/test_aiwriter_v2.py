@@ -35,7 +35,7 @@ def golden():
 
 
 def reference_steps(w, ids, T, eps):
-    """FORMATS.md's one-step math in float64, id by id; logits after each id."""
+    """docs/FORMATS.md's one-step math in float64, id by id; logits after each id."""
     w = {k: v.double() for k, v in w.items()}
     C = w["emb.weight"].shape[1]
     L = len({k.split(".")[1] for k in w if k.startswith("blocks.")})

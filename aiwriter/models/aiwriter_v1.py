@@ -1,4 +1,4 @@
-"""F1: the 2021-22 AI-Writer model (RWKV-LM v1 with a copy head), see shared/FORMATS.md.
+"""F1: the 2021-22 AI-Writer model (RWKV-LM v1 with a copy head), see docs/FORMATS.md.
 
 Everything depends on the absolute position inside a window of at most ctx_len (T) ids: the
 time weights W[h,t,u] = time_w[h, T-1-t+u] * time_alpha[h,u] * time_beta[h,t], time_gamma[t] and

@@ -1,5 +1,5 @@
 """F2: the 2022 AI-Writer RNN (RWKV-2-era, with a pre-FFN in block 0 and a copy head), see
-shared/FORMATS.md.
+docs/FORMATS.md.
 
 State per stream (zeros at the start), leading batch dim B:
     sx_att, aa, bb, sx_ffn [B, L, C]   (layer 0 keeps its pre-FFN's last input in sx_att)
