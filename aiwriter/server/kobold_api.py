@@ -1,6 +1,8 @@
 """The KoboldAI API (as KoboldCpp serves it), so SillyTavern and Kobold Lite can connect.
 
-max_length counts characters. Kobold's rep_pen is a multiplier of a different penalty and is
+max_length counts characters. `memory` is read before the prompt, as KoboldCpp does (Kobold Lite
+sends its Memory and the World Info entries it matched there); kept first, its state comes from the
+prefix cache on the next request. Kobold's rep_pen is a multiplier of a different penalty and is
 ignored; our own penalty fields (repetition_penalty, presence_penalty, ...) are accepted.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ KOBOLD_API_VERSION = "1.2.5"
 # this server: accepted and ignored. Any other field is a 400 naming it (a typo must not pass).
 IGNORED = frozenset({
     "max_context_length", "rep_pen", "rep_pen_range", "rep_pen_slope", "typical", "tfs", "sampler_order",
-    "sampler_full_determinism", "use_default_badwordsids", "memory", "quiet", "trim_stop", "mirostat", "mirostat_tau",
+    "sampler_full_determinism", "use_default_badwordsids", "quiet", "trim_stop", "mirostat", "mirostat_tau",
     "mirostat_eta", "dynatemp_range", "dynatemp_exponent", "smoothing_factor", "smoothing_curve", "dry_multiplier",
     "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold", "xtc_probability",
     "nsigma", "top_n_sigma", "logit_bias", "banned_tokens", "grammar", "grammar_retain_state", "images", "bypass_eos",
@@ -51,10 +53,12 @@ class StreamRender(Render):
 async def _job(request: Request, n_allowed: bool) -> Job:
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
-    f.only("prompt", "max_length", "n", "stop_sequence", "sampler_seed", "model", "genkey", *SAMPLING_FIELDS,
+    f.only("prompt", "memory", "max_length", "n", "stop_sequence", "sampler_seed", "model", "genkey", *SAMPLING_FIELDS,
            ignored=IGNORED)
+    prompt = f.prompt("prompt")
+    memory = f.str("memory", "")
     return Job(
-        prompt=f.prompt("prompt"),
+        prompt=memory + prompt,
         length=f.int("max_length", DEFAULT_MAX_LENGTH, 1, cfg.max_length),
         n=f.int("n", 1, 1, cfg.max_n if n_allowed else 1),
         settings=sampling_from(f, "stop_sequence"),
@@ -104,7 +108,9 @@ async def _optional_body(request: Request) -> Fields:
 
 @router.post("/api/extra/tokencount")
 async def tokencount(request: Request):
-    f = Fields(await read_json(request, request.app.state.settings.max_body)).only("prompt", ignored=frozenset({"genkey"}))
+    # Kobold Lite sends {"prompt", "special"}; special tokens mean nothing to our tokenizers
+    f = Fields(await read_json(request, request.app.state.settings.max_body)).only(
+        "prompt", ignored=frozenset({"genkey", "special"}))
     text = f.str("prompt", required=True)
     ids = request.app.state.scheduler.model.tokenizer.encode(text)
     return {"value": len(ids), "ids": ids}
@@ -137,3 +143,25 @@ def max_length():
 @router.get("/api/extra/true_max_context_length")
 def max_context_length():
     return {"value": CONTEXT_CHARS}
+
+
+@router.get("/api/extra/perf")
+@router.post("/api/extra/perf")
+def perf(request: Request):
+    """KoboldCpp's performance summary (Kobold Lite shows it and polls `queue` and `idle`)."""
+    import time
+
+    st = request.app.state.scheduler.status()
+    busy = st.get("running_jobs", 0) + st.get("waiting_jobs", 0)
+    return {"last_process": 0.0, "last_eval": 0.0, "last_token_count": 0, "last_seed": -1,
+            "total_gens": st.get("jobs", 0), "stop_reason": -1, "total_img_gens": 0, "total_tts_gens": 0,
+            "total_transcribe_gens": 0, "queue": st.get("waiting_jobs", 0), "idle": 0 if busy else 1,
+            "hordeexitcounter": 0, "uptime": time.time() - request.app.state.started, "idletime": 0.0, "quiet": False}
+
+
+@router.get("/api/extra/preloadstory")
+@router.post("/api/extra/preloadstory")
+def preloadstory():
+    """KoboldCpp offers a story to preload here; this server has none: an empty object, as KoboldCpp
+    answers without --preloadstory (Kobold Lite then starts as usual)."""
+    return {}
