@@ -146,7 +146,6 @@ def max_context_length():
 
 
 @router.get("/api/extra/perf")
-@router.post("/api/extra/perf")
 def perf(request: Request):
     """KoboldCpp's performance summary (Kobold Lite shows it and polls `queue` and `idle`)."""
     import time
@@ -160,7 +159,6 @@ def perf(request: Request):
 
 
 @router.get("/api/extra/preloadstory")
-@router.post("/api/extra/preloadstory")
 def preloadstory():
     """KoboldCpp offers a story to preload here; this server has none: an empty object, as KoboldCpp
     answers without --preloadstory (Kobold Lite then starts as usual)."""
