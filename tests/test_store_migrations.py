@@ -175,3 +175,15 @@ def test_a_database_from_a_newer_aiwriter_is_refused_untouched(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION + 5
     db.close()
+
+
+def test_story_settings_round_trip_and_go_with_their_manuscript(tmp_path):
+    s = Store(tmp_path / "m.db")
+    doc = s.create_document("t", "x")["id"]
+    assert s.get_story(doc) is None
+    s.put_story(doc, {"memory": "记忆", "entries": []})
+    s.put_story(doc, {"memory": "新记忆", "entries": []})
+    assert s.get_story(doc)["data"]["memory"] == "新记忆"
+    s.delete_document(doc)
+    assert s._db.execute("SELECT count(*) FROM story_settings").fetchone()[0] == 0
+    s.close()

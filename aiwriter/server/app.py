@@ -89,11 +89,12 @@ def create_app(settings: ServerSettings | None = None, model=None, loader=None, 
     app.state.started = time.time()
 
     _error_handlers(app)
-    from aiwriter.server import documents, kobold_api, openai_api
+    from aiwriter.server import documents, kobold_api, openai_api, story_api
 
     app.include_router(openai_api.router)
     app.include_router(kobold_api.router)
     app.include_router(documents.router)
+    app.include_router(story_api.router)
 
     @app.get("/api/status")
     def status():

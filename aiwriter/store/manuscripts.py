@@ -173,6 +173,25 @@ class Store:
             self._get(db, doc_id)
             db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
 
+    # ------------------------------------------------------------------ story settings
+
+    def get_story(self, doc_id: int) -> dict | None:
+        """{"data": …, "updated": …} of a manuscript's memory / author's note / lorebook, or None."""
+        with self._lock:
+            self._get(self._db, doc_id)
+            row = self._db.execute("SELECT data, updated FROM story_settings WHERE doc_id = ?", (doc_id,)).fetchone()
+        return None if row is None else {"data": json.loads(row["data"]), "updated": row["updated"]}
+
+    def put_story(self, doc_id: int, data: dict) -> dict:
+        """Replace a manuscript's story settings (validated by the caller: aiwriter.story.from_dict)."""
+        now = time.time()
+        raw = json.dumps(data, ensure_ascii=False)
+        with self._tx() as db:
+            self._get(db, doc_id)
+            db.execute("INSERT INTO story_settings (doc_id, data, updated) VALUES (?, ?, ?) "
+                       "ON CONFLICT(doc_id) DO UPDATE SET data = excluded.data, updated = excluded.updated", (doc_id, raw, now))
+        return {"data": data, "updated": now}
+
     # ------------------------------------------------------------------ versions
 
     def list_versions(self, doc_id: int) -> list[dict]:

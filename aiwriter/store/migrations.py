@@ -75,8 +75,21 @@ CREATE INDEX IF NOT EXISTS generations_by_doc ON generations(doc_id, id);
 """)
 
 
+def _v2_story_settings(db: sqlite3.Connection) -> None:
+    # A manuscript's memory, author's note and lorebook (issue 15), as aiwriter.story.to_dict writes
+    # them (JSON); one row per manuscript, none until it has any.
+    run_sql(db, """
+CREATE TABLE story_settings (
+    doc_id  INTEGER PRIMARY KEY REFERENCES documents(id) ON DELETE CASCADE,
+    data    TEXT NOT NULL,
+    updated REAL NOT NULL
+);
+""")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "documents, versions, generations", _v1_manuscripts),
+    Migration(2, "story settings: memory, author's note, lorebook", _v2_story_settings),
 ]
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -1,0 +1,106 @@
+"""A manuscript's memory, author's note and lorebook (saved with it in SQLite), lorebook import and
+export (KoboldAI Lite saves, NovelAI .lorebook), and the context viewer: exactly what the model
+reads to continue the manuscript, which entries fired and why, chars used of the budget."""
+from __future__ import annotations
+
+import json
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+
+from aiwriter.errors import AIWriterError
+from aiwriter.server.common import ApiError, Fields, read_json
+from aiwriter.server.documents import _call
+from aiwriter.story import AssemblySettings, Lorebook, assemble, from_dict, to_dict, to_lite, to_novelai
+from aiwriter.story.context import MAX_BUDGET
+from aiwriter.story.files import from_json
+
+router = APIRouter(prefix="/api/docs")
+
+Id = Annotated[int, Path(ge=1, le=2**62)]
+DEFAULT_BUDGET = 16_000
+
+
+def _book(data: dict | None) -> Lorebook:
+    return from_dict(data) if data else Lorebook()
+
+
+async def _load(request: Request, doc_id: int) -> Lorebook:
+    stored = await _call(request.app.state.store.get_story, doc_id)
+    return _book(stored["data"] if stored else None)
+
+
+def _bad(e: AIWriterError) -> ApiError:
+    return ApiError(400, e.zh, e.en, param="story")
+
+
+@router.get("/{doc_id}/story")
+async def get_story(request: Request, doc_id: Id):
+    return {"story": to_dict(await _load(request, doc_id))}
+
+
+@router.put("/{doc_id}/story")
+async def put_story(request: Request, doc_id: Id):
+    data = await read_json(request, request.app.state.settings.max_body)
+    try:
+        book = from_dict(data.get("story", data))
+    except AIWriterError as e:
+        raise _bad(e)
+    await _call(request.app.state.store.put_story, doc_id, to_dict(book))
+    return {"story": to_dict(book)}
+
+
+@router.post("/{doc_id}/story/import")
+async def import_story(request: Request, doc_id: Id):
+    """A Lite save, a NovelAI lorebook or our JSON, turned into our form (not saved: the page shows
+    it, then PUTs it). A Lite save's story text comes back as `text`."""
+    data = await read_json(request, request.app.state.settings.max_body)
+    try:
+        loaded = from_json(data.get("file"), "file")
+    except AIWriterError as e:
+        raise ApiError(400, e.zh, e.en, param="file")
+    return {"story": to_dict(loaded.book), "kind": loaded.kind, "text": loaded.story}
+
+
+@router.get("/{doc_id}/story/export")
+async def export_story(request: Request, doc_id: Id, format: str = "lite"):
+    if format not in ("lite", "novelai", "aiwriter"):
+        raise ApiError(400, "format 应为 lite、novelai 或 aiwriter", "format must be lite, novelai or aiwriter", param="format")
+    book = await _load(request, doc_id)
+    doc = await _call(request.app.state.store.get_document, doc_id)
+    data = {"lite": lambda: to_lite(book, doc["text"]), "novelai": lambda: to_novelai(book), "aiwriter": lambda: to_dict(book)}[format]()
+    name = f"{doc['title']}.{'lorebook' if format == 'novelai' else 'json'}"
+    return Response(json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"), media_type="application/json",
+                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"})
+
+
+@router.post("/{doc_id}/context")
+async def context(request: Request, doc_id: Id):
+    """What the model reads to continue this manuscript. Body (all optional): budget (chars),
+    text (the editor's text, if newer than the saved one), story (unsaved settings), cascade_depth, seed."""
+    f = Fields(await read_json(request, request.app.state.settings.max_body))
+    f.only("budget", "text", "story", "cascade_depth", "seed")
+    budget = f.int("budget", DEFAULT_BUDGET, 1, MAX_BUDGET)
+    text = f.str("text", None)
+    if text is None:
+        text = (await _call(request.app.state.store.get_document, doc_id))["text"]
+    if f.has("story"):
+        try:
+            book = from_dict(f.data["story"])
+        except AIWriterError as e:
+            raise _bad(e)
+    else:
+        book = await _load(request, doc_id)
+    settings = AssemblySettings(budget=budget, cascade_depth=f.int("cascade_depth", 0, 0, 5), seed=f.int("seed", 0, 0, 2**31))
+    try:
+        ctx = await _call(assemble, text, book, settings)
+    except AIWriterError as e:
+        raise _bad(e)
+    return {
+        "text": ctx.text, "budget": ctx.budget, "chars_used": ctx.chars_used, "stable_prefix": ctx.stable_prefix,
+        "story_start": ctx.story_start, "story_chars": ctx.story_chars, "unmatched": ctx.unmatched,
+        "parts": [p.__dict__ for p in ctx.parts], "entries": [r.__dict__ for r in ctx.entries],
+        "warnings": ctx.warnings, "report": ctx.describe(),
+    }

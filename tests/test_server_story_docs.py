@@ -1,0 +1,69 @@
+"""A manuscript's memory / author's note / lorebook saved in SQLite, lorebook import and export,
+and the context viewer's endpoint."""
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from aiwriter.server.app import ServerSettings, create_app
+from test_server_story_api import double_model
+
+
+@pytest.fixture
+def c(tmp_path):
+    app = create_app(ServerSettings(db=str(tmp_path / "docs.db")), model=double_model(), model_name="cycle")
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield client
+
+
+def new_doc(c, text):
+    r = c.post("/api/docs", json={"title": "聊斋", "text": text})
+    assert r.status_code in (200, 201), r.text
+    return r.json()["id"]
+
+
+STORY = {"memory": "宁采臣是书生。", "authors_note": "阴森", "entries": [
+    {"keys": ["兰若寺"], "content": "兰若寺是荒寺。", "name": "寺"},
+    {"keys": ["燕赤霞"], "content": "燕赤霞是剑客。", "name": "燕"}]}
+
+
+def test_story_saved_with_the_manuscript_and_the_context(c, tmp_path):
+    doc = new_doc(c, "那夜宁采臣走进兰若寺。" + "月色昏暗。" * 80)
+    assert c.get(f"/api/docs/{doc}/story").json()["story"]["entries"] == []
+    r = c.put(f"/api/docs/{doc}/story", json={"story": STORY})
+    assert r.status_code == 200, r.text
+    assert c.get(f"/api/docs/{doc}/story").json()["story"]["memory"] == "宁采臣是书生。"
+    ctx = c.post(f"/api/docs/{doc}/context", json={"budget": 2000}).json()
+    assert ctx["text"].startswith("宁采臣是书生。\n那夜") and "兰若寺是荒寺。" in ctx["text"] and "燕赤霞" not in ctx["text"]
+    assert ctx["chars_used"] == len(ctx["text"]) <= 2000
+    assert [e["label"] for e in ctx["entries"] if e["status"] == "inserted"] == ["#1 寺"]
+    assert {p["kind"] for p in ctx["parts"]} == {"memory", "story", "entry", "note"}
+    # the editor's unsaved text and settings
+    ctx = c.post(f"/api/docs/{doc}/context", json={"text": "燕赤霞拔剑。", "story": STORY}).json()
+    assert "燕赤霞是剑客。" in ctx["text"]
+    c.delete(f"/api/docs/{doc}")
+    assert c.get(f"/api/docs/{doc}/story").status_code == 404
+
+
+def test_bad_story_is_400_naming_the_entry(c):
+    doc = new_doc(c, "x")
+    r = c.put(f"/api/docs/{doc}/story", json={"story": {"entries": [{"keys": ["k" * 10_000], "content": "x", "name": "长"}]}})
+    assert r.status_code == 400 and "长" in r.json()["error"]["zh"]
+    r = c.put(f"/api/docs/{doc}/story", json={"story": {"entries": [{"keys": ["/(a+)+$/"], "content": 5}]}})
+    assert r.status_code == 400 and "#1" in r.json()["error"]["en"]
+
+
+def test_import_and_export_lorebooks(c):
+    doc = new_doc(c, "故事正文")
+    lite = {"memory": "m", "authorsnote": "n", "worldinfo": [{"key": "a,b", "content": "x", "comment": "e"}]}
+    r = c.post(f"/api/docs/{doc}/story/import", json={"file": lite}).json()
+    assert r["kind"] == "lite" and r["story"]["entries"][0]["keys"] == ["a", "b"]
+    c.put(f"/api/docs/{doc}/story", json={"story": r["story"]})
+    out = c.get(f"/api/docs/{doc}/story/export?format=lite")
+    assert "attachment" in out.headers["content-disposition"]
+    data = json.loads(out.content)
+    assert data["prompt"] == "故事正文" and data["worldinfo"][0]["key"] == "a,b"
+    nai = json.loads(c.get(f"/api/docs/{doc}/story/export?format=novelai").content)
+    assert nai["lorebookVersion"] and nai["entries"][0]["keys"] == ["a", "b"]
+    assert c.post(f"/api/docs/{doc}/story/import", json={"file": "nope"}).status_code == 400
+    assert c.get(f"/api/docs/{doc}/story/export?format=docx").status_code == 400
