@@ -67,3 +67,15 @@ def test_import_and_export_lorebooks(c):
     assert nai["lorebookVersion"] and nai["entries"][0]["keys"] == ["a", "b"]
     assert c.post(f"/api/docs/{doc}/story/import", json={"file": "nope"}).status_code == 400
     assert c.get(f"/api/docs/{doc}/story/export?format=docx").status_code == 400
+
+
+def test_book_export(c):
+    doc = new_doc(c, "第一章 书生\n宁采臣赶路。\n第二章 古寺\n兰若寺荒凉。")
+    t = c.get(f"/api/docs/{doc}/book?format=txt")
+    assert t.status_code == 200 and "第二章 古寺" in t.text and "attachment" in t.headers["content-disposition"]
+    e = c.get(f"/api/docs/{doc}/book?format=epub")
+    assert e.headers["content-type"] == "application/epub+zip" and e.content[:2] == b"PK"
+    d = c.get(f"/api/docs/{doc}/book?format=docx")
+    assert d.status_code == 200 and d.content[:2] == b"PK"
+    assert c.get(f"/api/docs/{doc}/book?format=pdf").status_code == 400
+    assert c.get("/api/docs/999999/book").status_code == 404

@@ -143,3 +143,20 @@ def test_no_lorebook_is_just_the_story_tail():
 def test_describe_is_bilingual():
     d = assemble(STORY, Lorebook(entries=[Entry(keys=["王五"], content="x")])).describe()
     assert "上下文" in d and "context" in d and "王五" in d
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text("王五张三天地Aa。\n", max_size=400),
+       st.lists(st.tuples(st.lists(st.text("王五张三天地Aa", min_size=1, max_size=3), min_size=1, max_size=3),
+                          st.integers(0, 300)), max_size=12),
+       st.integers(0, 500))
+def test_fired_entries_match_a_plain_reference(story, specs, depth):
+    """The pair index only speeds things up: what fires is what a plain substring search finds."""
+    b = Lorebook(scan_depth=depth, entries=[Entry(keys=keys, content="x", scan_depth=d) for keys, d in specs])
+    c = assemble(story, b, AssemblySettings(budget=100_000))
+    want = set()
+    for i, (keys, d) in enumerate(specs):
+        window = story[-(d or depth or 100_000):].lower()
+        if any(k.lower() in window for k in keys):
+            want.add(i)
+    assert {r.index for r in c.fired()} == want

@@ -104,3 +104,26 @@ async def context(request: Request, doc_id: Id):
         "parts": [p.__dict__ for p in ctx.parts], "entries": [r.__dict__ for r in ctx.entries],
         "warnings": ctx.warnings, "report": ctx.describe(),
     }
+
+
+BOOK_TYPES = {
+    "txt": "text/plain; charset=utf-8",
+    "epub": "application/epub+zip",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+
+
+@router.get("/{doc_id}/book")
+async def book(request: Request, doc_id: Id, format: str = "epub"):
+    """The whole manuscript as a book, one chapter per heading line (第一章 …), with the titles."""
+    from aiwriter.story.book import split_chapters, to_docx, to_epub, to_txt
+
+    if format not in BOOK_TYPES:
+        raise ApiError(400, "format 应为 txt、epub 或 docx", "format must be txt, epub or docx", param="format")
+    doc = await _call(request.app.state.store.get_document, doc_id)
+    chapters = split_chapters(doc["text"], doc["title"])
+    make = {"txt": lambda: to_txt(doc["title"], chapters).encode("utf-8"),
+            "epub": lambda: to_epub(doc["title"], chapters), "docx": lambda: to_docx(doc["title"], chapters)}[format]
+    data = await _call(make)
+    return Response(data, media_type=BOOK_TYPES[format],
+                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(doc['title'] + '.' + format)}"})

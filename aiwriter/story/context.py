@@ -111,16 +111,19 @@ class _Scanner:
             w = self.windows[depth] = (t, t.lower())
         return w
 
+    def candidates(self, lowered: str):
+        c = self.cand.get(id(lowered))
+        if c is None:
+            c = self.cand[id(lowered)] = (self.index.candidates(lowered), lowered)
+        return c[0]
+
     def find(self, key: Key, text: str, lowered: str, in_story: bool) -> int:
         if not key.is_regex:
             slot = self.index.slot.get(key.plain)
             if slot is not None:
                 # the widest story window's pairs rule out most keys for every narrower window
                 src = self.window(self.widest)[1] if in_story else lowered
-                cand = self.cand.get(id(src))
-                if cand is None:
-                    cand = self.cand[id(src)] = (self.index.candidates(src), src)
-                if not cand[0][slot]:
+                if not self.candidates(src)[slot]:
                     return -1
                 if len(key.plain) <= 2 and src is lowered:
                     return 0
@@ -226,6 +229,7 @@ def assemble(story: str, book: Lorebook, settings: AssemblySettings | None = Non
         return True
 
     pending = []
+    maybe = cb.may_fire(sc.candidates(sc.window(widest)[1]))
     for ce in entries:
         e = ce.entry
         if not e.enabled or not e.content:
@@ -235,7 +239,7 @@ def assemble(story: str, book: Lorebook, settings: AssemblySettings | None = Non
             continue
         if not ce.keys:
             continue
-        if not consider(ce, None, "", ""):
+        if not maybe[ce.index] or not consider(ce, None, "", ""):
             pending.append(ce)
     # cascading: the text of entries that fired may fire the others, a bounded number of rounds
     prev = set(fired)
@@ -244,10 +248,11 @@ def assemble(story: str, book: Lorebook, settings: AssemblySettings | None = Non
         if not new_text or not pending:
             break
         extra = (new_text, new_text.lower())
+        maybe = cb.may_fire(sc.candidates(extra[1]))
         before = set(fired)
         still = []
         for ce in pending:
-            if not consider(ce, extra, f"连锁第 {rnd + 1} 轮：", f"cascade round {rnd + 1}: "):
+            if not maybe[ce.index] or not consider(ce, extra, f"连锁第 {rnd + 1} 轮：", f"cascade round {rnd + 1}: "):
                 still.append(ce)
         pending = still
         prev = set(fired) - before

@@ -7,6 +7,8 @@ keys; a constant entry is always on; `probability` (0-100) is rolled with the as
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import dataclass, field
 
 from aiwriter.errors import AIWriterError
@@ -58,6 +60,27 @@ class CompiledBook:
     """A validated lorebook with its keys parsed and indexed; pass it to assemble() while unchanged."""
     entries: list[CompiledEntry]
     index: KeyIndex
+
+    def __post_init__(self):
+        # which entries a text may fire, from the index's candidates, without a Python loop
+        owner, slot = [], []
+        self.regex_primary = np.zeros(len(self.entries), dtype=bool)
+        for ce in self.entries:
+            for k in ce.keys:
+                if k.is_regex:
+                    self.regex_primary[ce.index] = True
+                else:
+                    owner.append(ce.index)
+                    slot.append(self.index.slot[k.plain])
+        self._owner = np.array(owner, dtype=np.int64)
+        self._slot = np.array(slot, dtype=np.int64)
+
+    def may_fire(self, candidates: np.ndarray) -> np.ndarray:
+        """Per entry: could one of its primary keys be in the text these candidates came from?"""
+        out = self.regex_primary.copy()
+        if len(self._owner):
+            out[self._owner[candidates[self._slot]]] = True
+        return out
 
 
 @dataclass
