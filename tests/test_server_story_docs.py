@@ -79,3 +79,32 @@ def test_book_export(c):
     assert d.status_code == 200 and d.content[:2] == b"PK"
     assert c.get(f"/api/docs/{doc}/book?format=pdf").status_code == 400
     assert c.get("/api/docs/999999/book").status_code == 404
+
+
+def test_chapters_through_the_api(c):
+    doc = new_doc(c, "宁采臣赶路。")
+    got = c.get(f"/api/docs/{doc}/chapters").json()
+    assert [x["title"] for x in got["chapters"]] == [""]  # an old manuscript is one chapter
+    r = c.post(f"/api/docs/{doc}/chapters", json={"title": "古寺", "text": "兰若寺荒凉。", "base_revision": got["revision"]})
+    assert r.status_code == 200, r.text
+    assert [x["title"] for x in r.json()["chapters"]] == ["", "第一章 古寺"]
+    stale = got["revision"]
+    r = c.patch(f"/api/docs/{doc}/chapters/0", json={"title": "赶路", "base_revision": stale})
+    assert r.status_code == 409  # another change came first: nothing written
+    r = c.patch(f"/api/docs/{doc}/chapters/0", json={"title": "赶路"}).json()
+    assert [x["title"] for x in r["chapters"]] == ["第一章 赶路", "第一章 古寺"]
+    r = c.post(f"/api/docs/{doc}/chapters/1/move", json={"to": 0}).json()
+    assert [x["title"] for x in r["chapters"]] == ["第一章 古寺", "第一章 赶路"]
+    text = c.get(f"/api/docs/{doc}").json()["text"]
+    assert text == "第一章 古寺\n兰若寺荒凉。\n第一章 赶路\n宁采臣赶路。\n"
+    ctx = c.post(f"/api/docs/{doc}/context", json={"chapter": 0}).json()
+    assert "宁采臣" not in ctx["text"] and "兰若寺荒凉。" in ctx["text"]
+    e = c.get(f"/api/docs/{doc}/chapters/1/export?format=txt")
+    assert e.status_code == 200 and "宁采臣赶路" in e.text and "兰若寺" not in e.text
+    assert c.get(f"/api/docs/{doc}/chapters/5/export").status_code == 404
+    r = c.delete(f"/api/docs/{doc}/chapters/0").json()
+    assert [x["title"] for x in r["chapters"]] == ["第一章 赶路"]
+    assert c.delete(f"/api/docs/{doc}/chapters/3").status_code == 400
+    versions = c.get(f"/api/docs/{doc}/versions").json()["versions"]
+    # the deleted chapter is still in the history
+    assert any("兰若寺" in c.get(f"/api/docs/{doc}/versions/{v['id']}").json()["text"] for v in versions)

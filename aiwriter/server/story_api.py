@@ -79,13 +79,22 @@ async def export_story(request: Request, doc_id: Id, format: str = "lite"):
 @router.post("/{doc_id}/context")
 async def context(request: Request, doc_id: Id):
     """What the model reads to continue this manuscript. Body (all optional): budget (chars),
-    text (the editor's text, if newer than the saved one), story (unsaved settings), cascade_depth, seed."""
+    text (the editor's text, if newer than the saved one), story (unsaved settings), cascade_depth,
+    seed, chapter (continue that chapter: the earlier chapters and it)."""
     f = Fields(await read_json(request, request.app.state.settings.max_body))
-    f.only("budget", "text", "story", "cascade_depth", "seed")
+    f.only("budget", "text", "story", "cascade_depth", "seed", "chapter")
     budget = f.int("budget", DEFAULT_BUDGET, 1, MAX_BUDGET)
     text = f.str("text", None)
     if text is None:
         text = (await _call(request.app.state.store.get_document, doc_id))["text"]
+    chapter = f.int("chapter", None, 0, 100_000)
+    if chapter is not None:  # continuing a chapter: the earlier chapters and this one
+        from aiwriter.story import chapters as ch
+
+        try:
+            text = ch.text_through(text, chapter)
+        except AIWriterError as e:
+            raise ApiError(400, e.zh, e.en, param="chapter")
     if f.has("story"):
         try:
             book = from_dict(f.data["story"])
@@ -127,3 +136,94 @@ async def book(request: Request, doc_id: Id, format: str = "epub"):
     data = await _call(make)
     return Response(data, media_type=BOOK_TYPES[format],
                     headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(doc['title'] + '.' + format)}"})
+
+
+# ---------------------------------------------------------------------------- chapters
+# Chapters are heading lines in the manuscript's text (aiwriter.story.chapters): every change is a
+# save of the text, so it is in the version history and can be undone by restoring a version.
+
+def _chapters(doc: dict) -> dict:
+    from aiwriter.story import chapters as ch
+
+    return {"revision": doc["revision"], "chapters": [s.info(doc["text"], i) for i, s in enumerate(ch.find(doc["text"]))]}
+
+
+async def _change(request: Request, doc_id: int, change, base_revision: int | None):
+    from aiwriter.store import Conflict
+
+    doc = await _call(request.app.state.store.get_document, doc_id)
+    try:
+        new = change(doc["text"])
+    except AIWriterError as e:
+        raise ApiError(400, e.zh, e.en, param="chapter")
+    try:
+        doc = await _call(request.app.state.store.save_document, doc_id, text=new, reason="save", base_revision=base_revision)
+    except Conflict as e:
+        raise ApiError(409, e.zh, e.en, param="revision", kind="conflict")
+    return _chapters(doc)
+
+
+async def _fields(request: Request, *names: str) -> Fields:
+    return Fields(await read_json(request, request.app.state.settings.max_body)).only(*names, "base_revision")
+
+
+@router.get("/{doc_id}/chapters")
+async def list_chapters(request: Request, doc_id: Id):
+    return _chapters(await _call(request.app.state.store.get_document, doc_id))
+
+
+@router.post("/{doc_id}/chapters")
+async def add_chapter(request: Request, doc_id: Id):
+    from aiwriter.story import chapters as ch
+
+    f = await _fields(request, "title", "text", "position")
+    title, body = f.str("title", required=True, max_chars=200), f.str("text", "")
+    position = f.int("position", None, 0, 100_000)
+    return await _change(request, doc_id, lambda t: ch.add(t, title, body, position), f.int("base_revision", None, 0))
+
+
+@router.patch("/{doc_id}/chapters/{index}")
+async def rename_chapter(request: Request, doc_id: Id, index: int):
+    from aiwriter.story import chapters as ch
+
+    f = await _fields(request, "title")
+    title = f.str("title", required=True, max_chars=200)
+    return await _change(request, doc_id, lambda t: ch.rename(t, index, title), f.int("base_revision", None, 0))
+
+
+@router.post("/{doc_id}/chapters/{index}/move")
+async def move_chapter(request: Request, doc_id: Id, index: int):
+    from aiwriter.story import chapters as ch
+
+    f = await _fields(request, "to")
+    to = f.int("to", None, 0, 100_000)
+    if to is None:
+        raise ApiError(400, "字段 to 是必填的", "field 'to' is required", param="to")
+    return await _change(request, doc_id, lambda t: ch.move(t, index, to), f.int("base_revision", None, 0))
+
+
+@router.delete("/{doc_id}/chapters/{index}")
+async def delete_chapter(request: Request, doc_id: Id, index: int, base_revision: int | None = None):
+    from aiwriter.story import chapters as ch
+
+    return await _change(request, doc_id, lambda t: ch.delete(t, index), base_revision)
+
+
+@router.get("/{doc_id}/chapters/{index}/export")
+async def export_chapter(request: Request, doc_id: Id, index: int, format: str = "txt"):
+    from aiwriter.story import chapters as ch
+    from aiwriter.story.book import to_docx, to_epub, to_txt
+
+    if format not in BOOK_TYPES:
+        raise ApiError(400, "format 应为 txt、epub 或 docx", "format must be txt, epub or docx", param="format")
+    doc = await _call(request.app.state.store.get_document, doc_id)
+    try:
+        one = ch.chapter(doc["text"], index)
+    except AIWriterError as e:
+        raise ApiError(404, e.zh, e.en, param="index", kind="not_found")
+    name = one.title or doc["title"]
+    make = {"txt": lambda: to_txt(name, [one]).encode("utf-8"), "epub": lambda: to_epub(name, [one]),
+            "docx": lambda: to_docx(name, [one])}[format]
+    data = await _call(make)
+    return Response(data, media_type=BOOK_TYPES[format],
+                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name + '.' + format)}"})
