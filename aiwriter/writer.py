@@ -122,6 +122,8 @@ class Stream:
         self.last_char = reading.text[-1:]
         self.stopped_by = ""
         self.t0 = time.perf_counter()
+        self.logprobs: list | None = None  # a list to fill (record_logprobs) when a client asks for them
+        self.top_logprobs = 0
 
     @property
     def done(self) -> bool:
@@ -143,6 +145,23 @@ class Stream:
 
     def result(self) -> RunResult:
         return RunResult(self.run, self.text, time.perf_counter() - self.t0, self.stopped_by or "interrupt")
+
+
+def record_logprobs(logits: torch.Tensor, streams: list[Stream], drawn: list[int]) -> None:
+    """For the streams that asked (stream.logprobs is a list): (id, log-probability, top) of each drawn
+    id, from the model's own distribution (before penalties and sampling filters), with the
+    stream.top_logprobs most likely ids and theirs."""
+    rows = [i for i, s in enumerate(streams) if s.logprobs is not None]
+    if not rows:
+        return
+    lp = torch.log_softmax(logits[rows].float(), dim=-1).cpu()
+    for r, i in enumerate(rows):
+        s = streams[i]
+        top = None
+        if s.top_logprobs:
+            v, ix = lp[r].topk(min(s.top_logprobs, lp.shape[-1]))
+            top = list(zip(ix.tolist(), v.tolist()))
+        s.logprobs.append((drawn[i], float(lp[r, drawn[i]]), top))
 
 
 def next_ids(logits: torch.Tensor, streams: list[Stream], generator: torch.Generator | None = None) -> list[int]:

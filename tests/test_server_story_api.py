@@ -179,3 +179,36 @@ def test_world_chat_format():
     assert p == "System: 你是作家。\n\nUser: 写一段\n开头\n\nAssistant: 好的\n\nUser: 继续\n\nAssistant:"
     assert stops == ("\n\n",)
     assert chat_prompt([("user", "a"), ("user", "从前")], False) == ("从前", ())
+
+
+def test_openai_logprobs_on_completions(oai):
+    r = oai.completions.create(model="cycle", prompt="甲", max_tokens=5, logprobs=2, extra_body=GREEDY)
+    c = r.choices[0]
+    assert "".join(c.logprobs.tokens) == c.text == "乙丙。\n甲"
+    assert c.logprobs.text_offset == [0, 1, 2, 3, 4]
+    assert all(-0.01 < lp <= 0 for lp in c.logprobs.token_logprobs)  # the double is sure of each char
+    assert all(len(t) == 2 and max(t, key=t.get) == tok for t, tok in zip(c.logprobs.top_logprobs, c.logprobs.tokens))
+    # a stop string cuts the text and its tokens alike
+    r = oai.completions.create(model="cycle", prompt="甲", max_tokens=9, logprobs=0, stop=["。"], extra_body=GREEDY)
+    assert r.choices[0].logprobs.tokens == ["乙", "丙"] and r.choices[0].logprobs.top_logprobs is None
+
+
+def test_openai_logprobs_streamed_and_in_chat(oai):
+    chunks = list(oai.completions.create(model="cycle", prompt="甲", max_tokens=4, logprobs=1, stream=True, extra_body=GREEDY))
+    toks = [t for ch in chunks for c in ch.choices if c.logprobs for t in c.logprobs.tokens]
+    assert "".join(toks) == "乙丙。\n"
+    r = oai.chat.completions.create(model="cycle", max_tokens=3, logprobs=True, top_logprobs=2, extra_body=GREEDY,
+                                    messages=[{"role": "user", "content": "甲"}])
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == r.choices[0].message.content == "乙丙。"
+    assert all(len(t.top_logprobs) == 2 and t.top_logprobs[0].token == t.token for t in content)
+    stream = oai.chat.completions.create(model="cycle", max_tokens=3, logprobs=True, stream=True, extra_body=GREEDY,
+                                         messages=[{"role": "user", "content": "甲"}])
+    toks = [t.token for ch in stream for c in ch.choices if c.logprobs and c.logprobs.content for t in c.logprobs.content]
+    assert "".join(toks) == "乙丙。"
+
+
+def test_openai_echo_with_logprobs_refused(oai):
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.completions.create(model="cycle", prompt="甲", max_tokens=2, logprobs=1, echo=True)
+    assert e.value.body["param"] == "echo"

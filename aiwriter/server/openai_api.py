@@ -91,17 +91,75 @@ def _stream_options(f: Fields) -> bool:
     return Fields(v).bool("include_usage", False)
 
 
+def _decoder(request: Request, logprobs):
+    """Token text for logprobs: the loaded model's tokenizer, one id at a time."""
+    if logprobs is None:
+        return None
+    tok = request.app.state.scheduler.model.tokenizer
+    return lambda i: tok.decode([i])
+
+
 def _usage(job: Job) -> dict:
     chars = sum(len(t) for t in job.texts)
     prompt = job.info.get("prompt_ids", 0)
     return {"prompt_tokens": prompt, "completion_tokens": chars, "total_tokens": prompt + chars}
 
 
+class LogprobCursor:
+    """Walks a run's recorded (id, logprob, top) entries as its text grows, so each chunk carries
+    the tokens of the text it carries (the text a stop string cut off has none)."""
+
+    def __init__(self, decode):
+        self.decode = decode
+        self.index, self.offset = 0, 0
+
+    def take(self, entries: list | None, text_chars: int) -> list[tuple[str, float, list | None, int]]:
+        out = []
+        while entries is not None and self.index < len(entries) and self.offset < text_chars:
+            tid, lp, top = entries[self.index]
+            t = self.decode(tid)
+            out.append((t, lp, [(self.decode(a), v) for a, v in top] if top is not None else None, self.offset))
+            self.index += 1
+            self.offset += len(t)
+        return out
+
+
+def completion_logprobs(items) -> dict:
+    return {"tokens": [t for t, _, _, _ in items], "token_logprobs": [lp for _, lp, _, _ in items],
+            "top_logprobs": [dict(top) if top is not None else None for _, _, top, _ in items]
+            if any(top is not None for _, _, top, _ in items) else None,
+            "text_offset": [o for _, _, _, o in items]}
+
+
+def chat_logprobs(items) -> dict:
+    def one(t, lp):
+        return {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8", "replace"))}
+
+    return {"content": [{**one(t, lp), "top_logprobs": [one(a, v) for a, v in (top or [])]} for t, lp, top, _ in items],
+            "refusal": None}
+
+
 class CompletionRender(Render):
-    def __init__(self, stream: bool, echo: str = "", include_usage: bool = False, notice: dict | None = None):
+    def __init__(self, stream: bool, echo: str = "", include_usage: bool = False, notice: dict | None = None,
+                 decode=None):
         self.stream, self.echo, self.include_usage, self.notice = stream, echo, include_usage, notice
         self.id = f"cmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
+        self.decode = decode  # set when logprobs were asked for
+        self._cursors: dict[int, LogprobCursor] = {}
+        self._sent: dict[int, int] = {}
+
+    def _logprobs(self, job: Job, run: int, new_chars: int | None = None):
+        """The logprobs object for a run's next chunk (new_chars of text), or for all of it (None)."""
+        if self.decode is None:
+            return None
+        cur = self._cursors.setdefault(run, LogprobCursor(self.decode))
+        self._sent[run] = self._sent.get(run, 0) + (new_chars or 0)
+        limit = len(job.texts[run]) if new_chars is None else self._sent[run]
+        return self._format(cur.take(job.logprob_lists[run], limit))
+
+    def _format(self, items):
+        return completion_logprobs(items)
 
     def _body(self, job: Job, choices: list[dict], **extra) -> dict:
         body = {"id": self.id, "object": "text_completion", "created": self.created,
@@ -120,8 +178,8 @@ class CompletionRender(Render):
                         for run in range(job.n))
 
     def pieces(self, job, pieces):
-        return b"".join(self._chunk(job, [{"text": t, "index": run, "logprobs": None, "finish_reason": None}])
-                        for run, t in pieces)
+        return b"".join(self._chunk(job, [{"text": t, "index": run, "logprobs": self._logprobs(job, run, len(t)),
+                                           "finish_reason": None}]) for run, t in pieces)
 
     def finish(self, job, run, reason):
         return self._chunk(job, [{"text": "", "index": run, "logprobs": None, "finish_reason": reason}])
@@ -131,7 +189,8 @@ class CompletionRender(Render):
         return usage + b"data: [DONE]\n\n"
 
     def result(self, job):
-        return self._body(job, [{"text": self.echo + t, "index": i, "logprobs": None, "finish_reason": job.finish[i] or "abort"}
+        return self._body(job, [{"text": self.echo + t, "index": i, "logprobs": self._logprobs(job, i),
+                                 "finish_reason": job.finish[i] or "abort"}
                                 for i, t in enumerate(job.texts)], usage=_usage(job), seed=job.info.get("seed"))
 
 
@@ -142,8 +201,12 @@ async def completions(request: Request):
     f.only("prompt", "max_tokens", "n", "stop", "seed", "model", "user", "stream", "echo", "stream_options", "logprobs",
            "best_of", "suffix", *SAMPLING_FIELDS, ignored=IGNORED)
     _refuse(f, ("best_of", "suffix"))
-    if f.int("logprobs", None, 0, 5):
-        raise ApiError(400, "字段 logprobs：暂不支持", "field 'logprobs' is not supported yet", param="logprobs")
+    logprobs = f.int("logprobs", None, 0, 5)
+    echo = f.bool("echo", False)
+    if logprobs is not None and echo:
+        raise ApiError(400, "字段 echo 不能和 logprobs 一起用（本服务器不给开头的 logprobs）",
+                       "field 'echo' cannot be combined with logprobs (this server gives no logprobs for the prompt)",
+                       param="echo")
     model, notice = _model(request, f)
     prompt = f.prompt("prompt")
     job = Job(
@@ -155,9 +218,10 @@ async def completions(request: Request):
         model=model,
         origin="openai",
         key=f.str("user", "", max_chars=200),
+        logprobs=logprobs,
     )
     stream = f.bool("stream", False)
-    render = CompletionRender(stream, prompt if f.bool("echo", False) else "", _stream_options(f), notice)
+    render = CompletionRender(stream, prompt if echo else "", _stream_options(f), notice, _decoder(request, logprobs))
     submit(request, job)
     return JobResponse(job, render)
 
@@ -224,8 +288,8 @@ def chat_prompt(messages: list[tuple[str, str]], world: bool) -> tuple[str, tupl
 
 
 class ChatRender(CompletionRender):
-    def __init__(self, stream: bool, include_usage: bool, notice: dict | None, trim_start: bool):
-        super().__init__(stream, "", include_usage, notice)
+    def __init__(self, stream: bool, include_usage: bool, notice: dict | None, trim_start: bool, decode=None):
+        super().__init__(stream, "", include_usage, notice, decode)
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.trim_start = trim_start  # "Assistant:" is followed by a space the reply does not include
         self._began: set[int] = set()
@@ -234,6 +298,9 @@ class ChatRender(CompletionRender):
         body = super()._body(job, choices, **extra)
         body["object"] = "chat.completion.chunk" if self.stream else "chat.completion"
         return body
+
+    def _format(self, items):
+        return chat_logprobs(items)
 
     def _trim(self, run: int, text: str) -> str:
         if self.trim_start and run not in self._began:
@@ -248,10 +315,11 @@ class ChatRender(CompletionRender):
 
     def pieces(self, job, pieces):
         out = []
-        for run, t in pieces:
-            t = self._trim(run, t)
+        for run, raw in pieces:
+            t = self._trim(run, raw)
+            lp = self._logprobs(job, run, len(raw))
             if t:
-                out.append(self._chunk(job, [{"index": run, "delta": {"content": t}, "logprobs": None, "finish_reason": None}]))
+                out.append(self._chunk(job, [{"index": run, "delta": {"content": t}, "logprobs": lp, "finish_reason": None}]))
         return b"".join(out)
 
     def finish(self, job, run, reason):
@@ -262,7 +330,7 @@ class ChatRender(CompletionRender):
         for i, t in enumerate(job.texts):
             t = t.lstrip(" ") if self.trim_start else t
             choices.append({"index": i, "message": {"role": "assistant", "content": t, "refusal": None},
-                            "logprobs": None, "finish_reason": job.finish[i] or "abort"})
+                            "logprobs": self._logprobs(job, i), "finish_reason": job.finish[i] or "abort"})
         return self._body(job, choices, usage=_usage(job), seed=job.info.get("seed"))
 
 
@@ -271,10 +339,12 @@ async def chat_completions(request: Request):
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
     f.only("messages", "max_tokens", "max_completion_tokens", "n", "stop", "seed", "model", "user", "stream",
-           "stream_options", "logprobs", "response_format", *REFUSED, *SAMPLING_FIELDS, ignored=CHAT_IGNORED)
+           "stream_options", "logprobs", "top_logprobs", "response_format", *REFUSED, *SAMPLING_FIELDS, ignored=CHAT_IGNORED)
     _refuse(f, ("tools", "functions", "tool_choice", "function_call", "audio"))
-    if f.bool("logprobs", False):
-        raise ApiError(400, "字段 logprobs：暂不支持", "field 'logprobs' is not supported yet", param="logprobs")
+    top = f.int("top_logprobs", None, 0, 20)
+    logprobs = (top or 0) if f.bool("logprobs", False) else None
+    if top is not None and logprobs is None:
+        raise ApiError(400, "字段 top_logprobs 需要 logprobs: true", "field 'top_logprobs' needs logprobs: true", param="top_logprobs")
     rf = f.data.get("response_format")
     if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
         raise ApiError(400, "字段 response_format：只支持 text", "field 'response_format': only type 'text' is supported",
@@ -296,9 +366,10 @@ async def chat_completions(request: Request):
         model=model,
         origin="openai",
         key=f.str("user", "", max_chars=200),
+        logprobs=logprobs,
     )
     stream = f.bool("stream", False)
-    render = ChatRender(stream, _stream_options(f), notice, trim_start=world)
+    render = ChatRender(stream, _stream_options(f), notice, trim_start=world, decode=_decoder(request, logprobs))
     submit(request, job)
     return JobResponse(job, render)
 

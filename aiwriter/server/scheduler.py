@@ -29,7 +29,7 @@ import torch
 from aiwriter.engine import Model, PrefixCache, State, load_model
 from aiwriter.errors import AIWriterError
 from aiwriter.sampling import SamplingSettings
-from aiwriter.writer import Stream, Writer, next_ids
+from aiwriter.writer import Stream, Writer, next_ids, record_logprobs
 
 _ids = itertools.count(1)
 
@@ -54,6 +54,7 @@ class Job:
     origin: str = ""          # "openai", "kobold", ...: what an abort without a key stops
     key: str = ""             # a client's handle (KoboldAI genkey) for abort and polling
     id: str = field(default_factory=lambda: f"{next(_ids)}")
+    logprobs: int | None = None  # OpenAI logprobs: None off, else how many alternatives per token
 
     def __post_init__(self):
         self.cancelled = threading.Event()
@@ -64,6 +65,7 @@ class Job:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
         self.generator: torch.Generator | None = None
+        self.logprob_lists: list = [None] * self.n  # per run: (id, logprob, top) per token, if asked
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop, self._queue = loop, asyncio.Queue()
@@ -354,6 +356,10 @@ class Scheduler:
         reading = self.writer.read(job.prompt, progress=progress)
         model = self.writer.model
         streams = [Stream(model, reading, job.length, job.settings, run=i) for i in range(job.n)]
+        if job.logprobs is not None:
+            for s in streams:
+                s.logprobs, s.top_logprobs = [], job.logprobs
+        job.logprob_lists = [s.logprobs for s in streams]
         seed = job.seed if job.seed is not None else random.randrange(2**31)
         # a CPU generator: the same seed gives the same draws on any device (sampling.draw)
         job.generator = torch.Generator().manual_seed(seed)
@@ -400,7 +406,9 @@ class Scheduler:
             job = self._rows[idx[0]].job
             rows = torch.tensor(idx, device=self._logits.device)
             try:
-                drawn = next_ids(self._logits.index_select(0, rows), [self._rows[i].stream for i in idx], job.generator)
+                group = self._logits.index_select(0, rows)
+                drawn = next_ids(group, [self._rows[i].stream for i in idx], job.generator)
+                record_logprobs(group, [self._rows[i].stream for i in idx], drawn)
             except AIWriterError as e:  # e.g. NaN logits: this job stops, the others go on
                 job.emit("error", e)
                 job.cancel()
