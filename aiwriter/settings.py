@@ -8,33 +8,26 @@ Looked up at --config PATH, else $AIWRITER_CONFIG, else config.toml in the confi
     length = 300
     top_p = 0.8
     model = "/models/RWKV-x070-World-1.5B.pth"
+
+Every sampling setting of aiwriter.sampling.FIELDS is a key, with the same name and default.
 """
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 from aiwriter import paths
 from aiwriter.errors import AIWriterError
+from aiwriter.sampling import FIELDS, SamplingSettings
 
 
 @dataclass
-class WriteConfig:
+class _WriteOptions:
+    """What `aiwriter write` takes besides the sampling settings."""
     runs: int = 3
     length: int = 512
-    top_p: float = 0.75
-    top_p_newline: float = 0.9
-    temperature: float = 1.0
-    allow_p: float = 0.0
-    top_k: int = 0
-    top_a: float = 0.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    penalty_decay: float = 0.996
     stop: tuple[str, ...] = ()
     model: str | None = None
     vocab: str | None = None
@@ -42,6 +35,20 @@ class WriteConfig:
     dtype: str | None = None
     seed: int | None = None
     batch: int = 8
+
+    def sampling(self) -> SamplingSettings:
+        """The SamplingSettings these settings ask for (validated)."""
+        return SamplingSettings(**{f.name: getattr(self, f.name) for f in FIELDS}, stop_strings=self.stop)
+
+
+# The options above plus every sampling field (aiwriter.sampling.FIELDS), each a key of [write].
+WriteConfig = make_dataclass("WriteConfig", [(f.name, f.kind, field(default=f.default)) for f in FIELDS],
+                             bases=(_WriteOptions,), namespace={"__module__": __name__})
+
+
+def _expected_type(f) -> type | tuple | None:
+    kind = f.type.split(" ")[0] if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    return {"int": int, "float": (int, float), "bool": bool, "str": str}.get(kind)
 
 
 def config_path(explicit: str | None) -> Path | None:
@@ -82,9 +89,7 @@ def load_write_config(explicit: str | None = None, overrides: dict | None = None
         value = getattr(cfg, f.name)
         if value is None or f.name == "stop":
             continue
-        expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(
-            f.type.split(" ")[0] if isinstance(f.type, str) else "", None
-        )
+        expected = _expected_type(f)
         if expected and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
             raise AIWriterError(f"设置 {f.name} 的类型不对：{value!r}", f"setting {f.name} has the wrong type: {value!r}")
     return cfg

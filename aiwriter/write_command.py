@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from aiwriter.errors import AIWriterError
+from aiwriter.sampling import FIELDS
 from aiwriter.settings import WriteConfig, load_write_config
 
 YELLOW, DIM, RESET = "\x1b[93m", "\x1b[2m", "\x1b[0m"
@@ -21,17 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", "-f", help="从文件读开头 (UTF-8) / read the opening from a file")
     p.add_argument("--runs", "-n", type=int, help="写多少遍（默认 3）/ how many continuations (default 3)")
     p.add_argument("--length", "-l", type=int, help="每次写多少字（默认 512）/ chars per continuation (default 512)")
-    p.add_argument("--top-p", type=float, help="top-p（默认 0.75）/ nucleus sampling (default 0.75)")
-    p.add_argument("--top-p-newline", type=float, help="换行后的 top-p（默认 0.9）/ top-p after a newline (default 0.9)")
-    p.add_argument("--temperature", "-t", type=float, help="温度（默认 1.0）/ temperature (default 1.0)")
-    p.add_argument("--allow-p", type=float, help="概率不低于它的字总保留（top-p-x，默认 0 关）/ always keep chars with prob ≥ this (default 0: off)")
-    p.add_argument("--top-k", type=int, help="只在最可能的 k 个字中选（0 关）/ keep the k most likely (0: off)")
-    p.add_argument("--top-a", type=float, help="top-a（0 关）/ top-a (0: off)")
-    p.add_argument("--min-p", type=float, help="min-p（0 关）/ min-p (0: off)")
-    p.add_argument("--repetition-penalty", type=float,
-                   help="2022 网页版的重复惩罚强度（默认 1，0 关）/ strength of the 2022 browser version's repetition penalty (default 1, 0: off)")
-    p.add_argument("--presence-penalty", type=float, help="出现惩罚 / presence penalty")
-    p.add_argument("--frequency-penalty", type=float, help="频率惩罚 / frequency penalty")
+    for f in FIELDS:  # every sampling setting, from the one list
+        flags = (f.flag, f.short_flag) if f.short_flag else (f.flag,)
+        p.add_argument(*flags, type=f.kind, help=f"{f.help[0]}（默认 {f.default:g}）/ {f.help[1]} (default {f.default:g})")
     p.add_argument("--stop", action="append", help="遇到这段文字就停（可多次）/ stop at this string (repeatable)")
     p.add_argument("--model", "-m", help="模型文件（默认内置模型）/ model file (default: the embedded model)")
     p.add_argument("--vocab", help="词表文件 / vocab file")
@@ -75,17 +68,6 @@ def _config(args) -> WriteConfig:
     if args.stop:
         overrides["stop"] = tuple(args.stop)
     return load_write_config(args.config, overrides)
-
-
-def _sampling(cfg: WriteConfig):
-    from aiwriter.sampling import SamplingSettings
-
-    return SamplingSettings(
-        temperature=cfg.temperature, top_p=cfg.top_p, top_p_newline=cfg.top_p_newline, allow_p=cfg.allow_p,
-        top_a=cfg.top_a, top_k=cfg.top_k, min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty,
-        presence_penalty=cfg.presence_penalty, frequency_penalty=cfg.frequency_penalty,
-        penalty_decay=cfg.penalty_decay, stop_strings=cfg.stop,
-    )
 
 
 MAX_LENGTH, MAX_RUNS = 1_000_000, 100_000
@@ -167,7 +149,7 @@ def run(args) -> int:
 
     cfg = _config(args)
     _check_counts(cfg)
-    sampling = _sampling(cfg)
+    sampling = cfg.sampling()
     opening = _read_opening(args)
     if not opening.strip():
         raise AIWriterError("开头是空的，请输入开头", "the opening is empty: give some text to continue")

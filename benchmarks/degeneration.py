@@ -19,7 +19,6 @@ import torch
 from aiwriter import load_model
 from aiwriter.quality import repeated_share
 from aiwriter.sampling import SamplingSettings
-from aiwriter.settings import WriteConfig
 from aiwriter.writer import RunResult, Writer
 
 HELDOUT = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "heldout" / "儒林外史.txt"
@@ -82,12 +81,7 @@ def main() -> int:
     model = load_model(args.model)
     writer = Writer(model)
     opens = openings(Path(args.text), args.runs)
-    d = WriteConfig()
-    default = SamplingSettings(
-        temperature=d.temperature, top_p=d.top_p, top_p_newline=d.top_p_newline,
-        repetition_penalty=d.repetition_penalty, presence_penalty=d.presence_penalty,
-        frequency_penalty=d.frequency_penalty, penalty_decay=d.penalty_decay,
-    )
+    default = SamplingSettings()  # `aiwriter write`'s defaults (aiwriter.sampling.FIELDS)
     variants = {
         "defaults": default,
         "seed (no penalty)": dataclasses.replace(default, repetition_penalty=0.0, presence_penalty=0.0, frequency_penalty=0.0),

@@ -205,7 +205,7 @@ def test_cuda_matches_cpu():
 
 def test_presence_frequency_arithmetic_and_decay():
     text = ["a", "b", " ", "c"]
-    st_ = S(presence_penalty=0.4, frequency_penalty=0.3, penalty_decay=0.9)
+    st_ = S(presence_penalty=0.4, frequency_penalty=0.3, penalty_decay=0.9, repetition_penalty=0)
     ps = PenaltyState(st_, 4, token_text=text)
     ps.prime([2, 3, 3])  # context: no presence/frequency penalty
     assert torch.equal(ps.penalties(), torch.zeros(4))

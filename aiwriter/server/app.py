@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 import aiwriter
+from aiwriter import sampling
 from aiwriter.errors import AIWriterError
 from aiwriter.server.common import DEFAULTS, ApiError, SafeJSON, dumps, error_body, error_response
 from aiwriter.server.scheduler import ModelCatalog, Scheduler
@@ -106,9 +107,8 @@ def create_app(settings: ServerSettings | None = None, model=None, loader=None, 
         return {
             "version": aiwriter.__version__, "model": scheduler.model_name, "models": catalog.names(),
             "max_n": settings.max_n, "max_length": settings.max_length,
-            "defaults": {k: getattr(DEFAULTS, k) for k in ("temperature", "top_p", "top_p_newline", "allow_p", "top_k",
-                                                           "top_a", "min_p", "repetition_penalty", "presence_penalty",
-                                                           "frequency_penalty", "length", "runs")},
+            "defaults": {**sampling.DEFAULTS, "length": DEFAULTS.length, "runs": DEFAULTS.runs},
+            "sampling_fields": [f.to_json() for f in sampling.FIELDS],  # names, ranges, labels, help (zh, en)
         }
 
     @app.get("/", include_in_schema=False)

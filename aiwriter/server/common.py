@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aiwriter.errors import AIWriterError
-from aiwriter.sampling import TEMPERATURE_MAX, SamplingSettings
+from aiwriter.sampling import FIELDS, SamplingSettings
 from aiwriter.server.scheduler import Job
 from aiwriter.settings import WriteConfig
 
@@ -214,34 +214,25 @@ class Fields:
 # ---------------------------------------------------------------------------- sampling
 
 DEFAULTS = WriteConfig()  # the same defaults as `aiwriter write`
-SAMPLING_FIELDS = ("temperature", "top_p", "top_p_newline", "allow_p", "top_k", "top_a", "min_p", "repetition_penalty",
-                   "presence_penalty", "frequency_penalty", "penalty_decay")
+SAMPLING_FIELDS = tuple(field.name for field in FIELDS)
 
 
 def sampling_from(f: Fields, stop_field: str, aliases: dict[str, str] | None = None) -> SamplingSettings:
-    """SamplingSettings from a request; absent fields take `aiwriter write`'s defaults.
-    temperature 0 means greedy (as in OpenAI's API): the most likely char every time."""
+    """SamplingSettings from a request: every field of aiwriter.sampling.FIELDS, absent ones at
+    `aiwriter write`'s defaults. temperature 0 means greedy (as in OpenAI's API): the most likely
+    char every time."""
     a = aliases or {}
-    temperature = f.float(a.get("temperature", "temperature"), DEFAULTS.temperature, 0, TEMPERATURE_MAX)
-    top_p = f.float("top_p", DEFAULTS.top_p, 0, 1)
-    # a client that widens top_p keeps the newline top-p at least as wide (the seed's intent)
-    top_p_newline = f.float("top_p_newline", max(DEFAULTS.top_p_newline, top_p), 0, 1)
-    if temperature == 0:
-        temperature, top_p, top_p_newline = 1.0, 0.0, 0.0
-    values = dict(
-        temperature=temperature, top_p=top_p, top_p_newline=top_p_newline,
-        allow_p=f.float("allow_p", DEFAULTS.allow_p, 0, 1),
-        top_k=f.int("top_k", DEFAULTS.top_k, 0, 2**31),
-        top_a=f.float("top_a", DEFAULTS.top_a, 0, 1),
-        min_p=f.float("min_p", DEFAULTS.min_p, 0, 1),
-        repetition_penalty=f.float("repetition_penalty", DEFAULTS.repetition_penalty, 0, 100),
-        presence_penalty=f.float("presence_penalty", DEFAULTS.presence_penalty, 0, 2),
-        frequency_penalty=f.float("frequency_penalty", DEFAULTS.frequency_penalty, 0, 2),
-        penalty_decay=f.float("penalty_decay", DEFAULTS.penalty_decay, 0, 1),
-        stop_strings=f.strs(stop_field),
-    )
+    values = {}
+    for field in FIELDS:
+        read = f.int if field.kind is int else f.float
+        default = field.default
+        if field.name == "top_p_newline":  # a client that widens top_p keeps the newline top-p at least as wide
+            default = max(default, values["top_p"])
+        values[field.name] = read(a.get(field.name, field.name), default, field.low, field.high)
+    if values["temperature"] == 0:
+        values.update(temperature=1.0, top_p=0.0, top_p_newline=0.0)
     try:
-        return SamplingSettings(**values)
+        return SamplingSettings(**values, stop_strings=f.strs(stop_field))
     except AIWriterError as e:  # fields were checked above; this is a safety net
         raise ApiError.of(e)
 
