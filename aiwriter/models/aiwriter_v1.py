@@ -25,17 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from aiwriter.errors import AIWriterError
-
-HEAD_QK = 256  # copy-head dim; the copy scores are divided by it
-
-
-def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Linear in the weights' dtype, result in float32 (activations and state stay float32)."""
-    return layer(x.to(layer.weight.dtype)).float()
-
-
-def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(x, ln.normalized_shape, ln.weight.float(), ln.bias.float(), ln.eps)
+from aiwriter.models.aiwriter_common import HEAD_QK, layer_norm, linear
 
 
 def _half_shift(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -66,9 +56,9 @@ class TimeMix(nn.Module):
         T, H = self.time_w.shape[1], self.n_head
         pos = torch.arange(n, n + m, device=x.device)
         s = _half_shift(x, last_x)
-        k = torch.exp(torch.clamp(_linear(self.key, s), min=-60, max=30))
-        v = _linear(self.value, s)
-        r = _linear(self.receptance, s)
+        k = torch.exp(torch.clamp(linear(self.key, s), min=-60, max=30))
+        v = linear(self.value, s)
+        r = linear(self.receptance, s)
 
         alpha = self.time_alpha.float()[:, 0, pos].repeat_interleave(k.size(-1) // H, dim=0)  # [n_attn, m]
         kva[:, n: n + m] = k * v * alpha.t()
@@ -82,7 +72,7 @@ class TimeMix(nn.Module):
         wkv = torch.einsum("htu,buhc->bthc", w, kv) * self.time_beta.float()[:, pos, 0].t()[None, :, :, None]
         wkv = wkv.reshape(B, m, -1)
 
-        out = _linear(self.output, torch.sigmoid(r) * wkv / sum_k) * self.time_gamma.float()[pos]
+        out = linear(self.output, torch.sigmoid(r) * wkv / sum_k) * self.time_gamma.float()[pos]
         return out, sum_k[:, -1]
 
 
@@ -97,8 +87,8 @@ class ChannelMix(nn.Module):
 
     def forward(self, x, last_x):
         s = _half_shift(x, last_x)
-        kv = F.mish(_linear(self.key, s)) * _linear(self.value, s)
-        return torch.sigmoid(_linear(self.receptance, s)) * _linear(self.weight, kv)
+        kv = F.mish(linear(self.key, s)) * linear(self.value, s)
+        return torch.sigmoid(linear(self.receptance, s)) * linear(self.weight, kv)
 
 
 class Block(nn.Module):
@@ -214,17 +204,17 @@ class AIWriterV1(nn.Module):
         sum_k, x1, x2 = [], [], []
         x = self.tok_emb(ids).float()
         for i, block in enumerate(self.blocks):
-            h = _layer_norm(block.ln1, x)
+            h = layer_norm(block.ln1, x)
             out, sk = block.attn(h, state["x1"][:, i], kva[:, i], state["sum_k"][:, i], n)
             x = x + out
             x1.append(h[:, -1]); sum_k.append(sk)
-            h = _layer_norm(block.ln2, x)
+            h = layer_norm(block.ln2, x)
             x = x + block.mlp(h, state["x2"][:, i])
             x2.append(h[:, -1])
-        x = _layer_norm(self.ln_f, x)
+        x = layer_norm(self.ln_f, x)
 
         hk = state["hk"].clone()
-        hk[:, n: n + m] = _linear(self.head_k, x)
+        hk[:, n: n + m] = linear(self.head_k, x)
         win_ids = state["ids"].clone()
         win_ids[:, n: n + m] = ids
         new = {"ids": win_ids, "len": state["len"] + m, "kva": kva, "sum_k": torch.stack(sum_k, 1),
@@ -234,9 +224,9 @@ class AIWriterV1(nn.Module):
 
         if logits_at == "last":
             x, pos = x[:, -1:], pos[-1:]
-        logits = _linear(self.head, x * self.time_out.float()[0, pos])
+        logits = linear(self.head, x * self.time_out.float()[0, pos])
         # copy head: position t adds q_t . k_u / 256 to the logit of id_u, for every u <= t
-        c = _linear(self.head_q, x) @ hk[:, : n + m].transpose(1, 2) / HEAD_QK  # [B, t, n+m]
+        c = linear(self.head_q, x) @ hk[:, : n + m].transpose(1, 2) / HEAD_QK  # [B, t, n+m]
         c = c.masked_fill(torch.arange(n + m, device=x.device)[None, None, :] > pos[None, :, None], 0)
         logits = logits.scatter_add(2, win_ids[:, None, : n + m].expand_as(c), c)
         return (logits if logits_at == "all" else logits[:, -1]), new

@@ -16,11 +16,10 @@ matters when every k is ~0.
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from aiwriter.errors import AIWriterError
-
-HEAD_QK = 256
+from aiwriter.models.aiwriter_common import HEAD_QK, layer_norm, linear
+from aiwriter.models.rwkv_common import shifted  # token shift: the previous position's input
 
 
 def default_eps(n_embd: int) -> float:
@@ -28,23 +27,9 @@ def default_eps(n_embd: int) -> float:
     return 1e-16 if n_embd <= 512 else 1e-9
 
 
-def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Linear in the weights' dtype, result in float32 (activations and state stay float32)."""
-    return layer(x.to(layer.weight.dtype)).float()
-
-
-def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(x, ln.normalized_shape, ln.weight.float(), ln.bias.float(), ln.eps)
-
-
 def _mix(x, xx, mix):
     mix = mix.float().view(-1)
     return x * mix + xx * (1 - mix)
-
-
-def _shifted(x, sx):
-    """The previous position's input for each position of x [B,t,C]; sx is the one before x."""
-    return torch.cat([sx.unsqueeze(1), x[:, :-1]], dim=1)
 
 
 class ChannelMix(nn.Module):
@@ -57,10 +42,10 @@ class ChannelMix(nn.Module):
         self.value = nn.Linear(4 * n_embd, n_embd, bias=False)
 
     def forward(self, x, sx):
-        xx = _shifted(x, sx)
-        k = torch.square(torch.relu(_linear(self.key, _mix(x, xx, self.time_mix_k))))
-        r = torch.sigmoid(_linear(self.receptance, _mix(x, xx, self.time_mix_r)))
-        return r * _linear(self.value, k), x[:, -1]
+        xx = shifted(x, sx)
+        k = torch.square(torch.relu(linear(self.key, _mix(x, xx, self.time_mix_k))))
+        r = torch.sigmoid(linear(self.receptance, _mix(x, xx, self.time_mix_r)))
+        return r * linear(self.value, k), x[:, -1]
 
 
 class TimeMix(nn.Module):
@@ -77,15 +62,15 @@ class TimeMix(nn.Module):
         self.output = nn.Linear(n_embd, n_embd, bias=False)
 
     def forward(self, x, sx, aa, bb, eps):
-        xx = _shifted(x, sx)
-        r = torch.sigmoid(_linear(self.receptance, _mix(x, xx, self.time_mix_r)))
-        k = torch.exp(torch.clamp(_linear(self.key, _mix(x, xx, self.time_mix_k)), max=60))
-        v = _linear(self.value, _mix(x, xx, self.time_mix_v))
+        xx = shifted(x, sx)
+        r = torch.sigmoid(linear(self.receptance, _mix(x, xx, self.time_mix_r)))
+        k = torch.exp(torch.clamp(linear(self.key, _mix(x, xx, self.time_mix_k)), max=60))
+        v = linear(self.value, _mix(x, xx, self.time_mix_v))
         u = torch.exp(self.time_first.float().view(-1))
         log_w = -torch.exp(self.time_decay.float().view(-1))  # w = exp(log_w) in (0, 1)
         wkv = _wkv_step if x.size(1) == 1 else _wkv_parallel
         a, b, aa, bb = wkv(k * v, k, aa, bb, u, log_w)
-        return _linear(self.output, r * a / (b + eps)), x[:, -1], aa, bb
+        return linear(self.output, r * a / (b + eps)), x[:, -1], aa, bb
 
 
 def _wkv_step(kv, k, aa, bb, u, log_w):
@@ -183,7 +168,7 @@ class AIWriterV2(nn.Module):
         x = self.emb(ids).float()
         sx_att, aa, bb, sx_ffn = [], [], [], []
         for i, block in enumerate(self.blocks):
-            x = _layer_norm(block.ln1, x)
+            x = layer_norm(block.ln1, x)
             if hasattr(block, "ffnPre"):
                 out, sx = block.ffnPre(x, state["sx_att"][:, i])
                 a, b = state["aa"][:, i], state["bb"][:, i]
@@ -191,14 +176,14 @@ class AIWriterV2(nn.Module):
                 out, sx, a, b = block.att(x, state["sx_att"][:, i], state["aa"][:, i], state["bb"][:, i], self.eps)
             x = x + out
             sx_att.append(sx); aa.append(a); bb.append(b)
-            x = _layer_norm(block.ln2, x)
+            x = layer_norm(block.ln2, x)
             out, sx = block.ffn(x, state["sx_ffn"][:, i])
             x = x + out
             sx_ffn.append(sx)
-        x = _layer_norm(self.ln_out, x)
+        x = layer_norm(self.ln_out, x)
 
         T, m = self.copy_len, ids.size(1)
-        keys = torch.cat([state["hk"], _linear(self.head_k, x)], dim=1)  # [B, T+m]: old window, then new
+        keys = torch.cat([state["hk"], linear(self.head_k, x)], dim=1)  # [B, T+m]: old window, then new
         key_ids = torch.cat([state["hk_ids"], ids], dim=1)
         new = {"sx_att": torch.stack(sx_att, 1), "aa": torch.stack(aa, 1), "bb": torch.stack(bb, 1),
                "sx_ffn": torch.stack(sx_ffn, 1), "hk": keys[:, -T:], "hk_ids": key_ids[:, -T:]}
@@ -208,9 +193,9 @@ class AIWriterV2(nn.Module):
         pos = torch.arange(m, device=x.device)
         if logits_at == "last":
             x, pos = x[:, -1:], pos[-1:]
-        logits = _linear(self.head, x)
+        logits = linear(self.head, x)
         # copy head: new position i sees the keys at i+1 .. i+T of `keys` (its last T positions)
-        c = _linear(self.head_q, x) @ keys.transpose(1, 2) / HEAD_QK  # [B, t, T+m]
+        c = linear(self.head_q, x) @ keys.transpose(1, 2) / HEAD_QK  # [B, t, T+m]
         j = torch.arange(T + m, device=x.device)
         c = c * ((j[None, :] > pos[:, None]) & (j[None, :] <= pos[:, None] + T))
         logits = logits.scatter_add(2, key_ids[:, None, :].expand_as(c), c)

@@ -21,9 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from aiwriter.errors import AIWriterError
+from aiwriter.models.rwkv_common import LN_X_EPS, check_keys, count_layers, require, reshaped, shifted
 
+# LN_X_EPS: the GroupNorm eps of ln_x, the same as v5/v6 (the rwkv package uses it for every head size)
 DECAY_SCALE = 0.606531  # exp(-0.5): log-decay = -DECAY_SCALE * sigmoid(.), as the official kernels clamp it
-LN_X_EPS = 64e-5        # GroupNorm eps of ln_x (official value; the rwkv package uses it for every head size)
 MAX_CHUNK = 64          # 1/decay over a chunk must stay far from float32 overflow: exp(0.6065 * 64) ~ 7e16
 
 
@@ -138,7 +139,7 @@ class TimeMix(nn.Module):
     def forward(self, x, x_prev, S, v_first, mode: str, chunk: int):
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
-        prev = torch.cat([x_prev.to(x.dtype).unsqueeze(1), x[:, :-1]], 1)  # token shift
+        prev = shifted(x, x_prev)  # token shift
         mix = torch.stack([self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g])
         xr, xw, xk, xv, xa, xg = torch.lerp(x, prev, mix).unbind(0)  # x + (prev - x) * x_*, in one op
 
@@ -181,7 +182,7 @@ class ChannelMix(nn.Module):
         self.value = nn.Linear(dim_ffn, n_embd, bias=False)
 
     def forward(self, x, x_prev):
-        prev = torch.cat([x_prev.to(x.dtype).unsqueeze(1), x[:, :-1]], 1)
+        prev = shifted(x, x_prev)
         k = torch.relu(self.key(torch.lerp(x, prev, self.x_k))) ** 2
         return self.value(k), x[:, -1]
 
@@ -257,21 +258,9 @@ class RWKV7(nn.Module):
             model = cls(**cfg)
         dtype = w["emb.weight"].dtype if w["emb.weight"].is_floating_point() else torch.float32
         own = model.state_dict()
-        missing = [n for n in own if n not in w]
-        ignored = {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}  # unused in layer 0, as in the rwkv package
-        extra = [n for n in w if n not in own and n not in ignored]
-        if missing or extra:
-            what = (f"missing {', '.join(missing[:8])}" if missing else "") + \
-                   ("; " if missing and extra else "") + (f"unexpected {', '.join(extra[:8])}" if extra else "")
-            raise AIWriterError(f"RWKV-7 模型文件的权重不完整或含有未知的键：{what}",
-                                f"RWKV-7 checkpoint has missing or unknown keys: {what}")
-        tensors = {}
-        for n, p in own.items():
-            t = w[n]
-            if t.numel() != p.numel():
-                raise AIWriterError(f"RWKV-7 权重 {n} 的形状不对：{tuple(t.shape)}，应为 {tuple(p.shape)}",
-                                    f"RWKV-7 weight {n} has shape {tuple(t.shape)}, expected {tuple(p.shape)}")
-            tensors[n] = t.detach().reshape(p.shape).to(dtype=dtype, copy=True)
+        # v0/v1/v2 of layer 0 are unused (no value residual there), as in the rwkv package
+        check_keys(own, w, "RWKV-7", ignored=frozenset({"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}))
+        tensors = {n: reshaped(n, w[n], p, "RWKV-7").to(dtype=dtype, copy=True) for n, p in own.items()}
         model.load_state_dict(tensors, assign=True)
         return model
 
@@ -333,15 +322,12 @@ class RWKV7(nn.Module):
 
 
 def _config_from_weights(w: dict[str, torch.Tensor]) -> dict:
-    need = ["emb.weight", "blocks.0.att.r_k", "blocks.0.att.w1", "blocks.0.att.a1", "blocks.0.att.g1", "blocks.0.ffn.key.weight"]
-    lacking = [n for n in need if n not in w]
-    if lacking:
-        raise AIWriterError(f"RWKV-7 模型文件缺少权重：{', '.join(lacking)}",
-                            f"RWKV-7 checkpoint lacks weights: {', '.join(lacking)}")
+    require(w, ["emb.weight", "blocks.0.att.r_k", "blocks.0.att.w1", "blocks.0.att.a1", "blocks.0.att.g1",
+                "blocks.0.ffn.key.weight"], "RWKV-7")
     try:
         vocab, C = w["emb.weight"].shape
         H, N = w["blocks.0.att.r_k"].shape
-        n_layer = 1 + max(int(n.split(".")[1]) for n in w if n.startswith("blocks."))
+        n_layer = count_layers(w)
         dims = {"w": w["blocks.0.att.w1"].shape[-1], "a": w["blocks.0.att.a1"].shape[-1],
                 "g": w["blocks.0.att.g1"].shape[-1],
                 "v": w["blocks.1.att.v1"].shape[-1] if "blocks.1.att.v1" in w else lora_dims(C)["v"]}

@@ -1,5 +1,7 @@
 """What RWKV-4, RWKV-5 (x052) and RWKV-6 (x060) share: the model skeleton, loading an official
 checkpoint, the dtype policy, and the chunked WKV form of the matrix-state versions (5 and 6).
+RWKV-7 (its own skeleton and dtype policy) uses the token shift, the ln_x eps and the checks of a
+checkpoint's keys and shapes from here.
 
 Parameter names are those of BlinkDL's trainers (emb, blocks.N.ln0/ln1/ln2, blocks.N.att.*,
 blocks.N.ffn.*, ln_out, head), so `state_dict()` of a model is an official checkpoint and an
@@ -244,8 +246,26 @@ def load_official(model: nn.Module, w: dict[str, torch.Tensor], title: str) -> N
     up to squeezed/unsqueezed ones ([C] vs [1, 1, C]). Matrices keep the stored float dtype (the
     emb's); everything else becomes float32."""
     own = model.state_dict()
+    check_keys(own, w, title)
+    emb = w["emb.weight"]
+    mat_dtype = emb.dtype if emb.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float32
+    matrices = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    tensors = {}
+    for n, p in own.items():
+        t = reshaped(n, w[n], p, title)
+        if not t.is_floating_point():
+            raise AIWriterError(f"{title} 权重 {n} 不是浮点数（{t.dtype}）",
+                                f"{title} weight {n} is not floating point ({t.dtype})")
+        dtype = mat_dtype if n in matrices else torch.float32
+        # no copy when the dtype already fits: a big checkpoint is not held twice while loading
+        tensors[n] = t.to(dtype=dtype)
+    model.load_state_dict(tensors, assign=True)
+
+
+def check_keys(own: dict, w: dict[str, torch.Tensor], title: str, ignored: frozenset = frozenset()) -> None:
+    """The checkpoint's names must be exactly the model's (`ignored` ones may be there too)."""
     missing = [n for n in own if n not in w]
-    extra = [n for n in w if n not in own]
+    extra = [n for n in w if n not in own and n not in ignored]
     if missing or extra:
         what = "; ".join(filter(None, [
             f"missing {', '.join(missing[:8])}" if missing else "",
@@ -253,22 +273,15 @@ def load_official(model: nn.Module, w: dict[str, torch.Tensor], title: str) -> N
         ]))
         raise AIWriterError(f"{title} 模型文件的权重不完整或含有未知的键：{what}",
                             f"{title} checkpoint has missing or unknown keys: {what}")
-    emb = w["emb.weight"]
-    mat_dtype = emb.dtype if emb.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float32
-    matrices = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))}
-    tensors = {}
-    for n, p in own.items():
-        t = w[n]
-        if t.numel() != p.numel():
-            raise AIWriterError(f"{title} 权重 {n} 的形状不对：{tuple(t.shape)}，应为 {tuple(p.shape)}",
-                                f"{title} weight {n} has shape {tuple(t.shape)}, expected {tuple(p.shape)}")
-        if not t.is_floating_point():
-            raise AIWriterError(f"{title} 权重 {n} 不是浮点数（{t.dtype}）",
-                                f"{title} weight {n} is not floating point ({t.dtype})")
-        dtype = mat_dtype if n in matrices else torch.float32
-        # no copy when the dtype already fits: a big checkpoint is not held twice while loading
-        tensors[n] = t.detach().reshape(p.shape).to(dtype=dtype)
-    model.load_state_dict(tensors, assign=True)
+
+
+def reshaped(name: str, t: torch.Tensor, p: torch.Tensor, title: str) -> torch.Tensor:
+    """A stored tensor in the parameter's shape: the same count of numbers, squeezed or
+    unsqueezed ([C] vs [1, 1, C]) as converters store them; anything else is an error."""
+    if t.numel() != p.numel():
+        raise AIWriterError(f"{title} 权重 {name} 的形状不对：{tuple(t.shape)}，应为 {tuple(p.shape)}",
+                            f"{title} weight {name} has shape {tuple(t.shape)}, expected {tuple(p.shape)}")
+    return t.detach().reshape(p.shape)
 
 
 def count_layers(w: dict[str, torch.Tensor]) -> int:
