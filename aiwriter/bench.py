@@ -50,7 +50,7 @@ ENGINES = {
     "f1": ["aiwriter fp32", "aiwriter int8", "original fp32"],
 }
 YARDSTICK = {"rwkv4": "rwkv fp32", "rwkv7": "rwkv fp32", "f1": "original fp32"}
-# The issue's targets: (family, engine, minimum decode ratio to the yardstick). "fastest": the
+# Decode speed targets: (family, engine, minimum decode ratio to the yardstick). "fastest": the
 # fastest load_model mode (fp32, bf16, int8); "fastest+onnx": the same counting the ONNX engines.
 TARGETS = [("rwkv4", "fastest", 5.6), ("rwkv4", "fastest+onnx", 5.6), ("rwkv7", "fastest", 3.4),
            ("rwkv7", "fastest+onnx", 3.4), ("rwkv4", "aiwriter fp32", 2.0), ("rwkv7", "aiwriter fp32", 2.0),
@@ -379,7 +379,7 @@ def add_ratios(results: list[dict]) -> None:
                 "decode": r["decode_tok_s"] / base["decode_tok_s"],
                 "prefill": r["prefill_tok_s"] / base["prefill_tok_s"],
                 "ttfc": base["ttfc_s"] / r["ttfc_s"],  # >1: we are faster
-                # aggregate against the yardstick's single stream (the issue's GPU target is so)
+                # aggregate against the yardstick's single stream (as the GPU target is stated)
                 "agg": {B: (v / base["decode_tok_s"] if v else None) for B, v in r["agg_tok_s"].items()},
             }
 
@@ -438,7 +438,7 @@ def table(report: dict) -> str:
             cells += [x(r["ttfc_s"], "ttfc"), f"{r['peak_rss_mb']:,.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
     if report["targets"]:
-        lines += ["", "issue 7 decode targets:"]
+        lines += ["", "decode targets:"]
         for t in report["targets"]:
             lines.append(f"  {t['family']:6s} {t['target']:13s} ({t['engine']:18s}) need ≥ {t['need']}×, "
                          f"got {t['got']}×: " + ("met" if t["met"] else "NOT met"))

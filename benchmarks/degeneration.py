@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from aiwriter import load_model
-from aiwriter.quality import repeated_share
 from aiwriter.sampling import SamplingSettings
 from aiwriter.writer import RunResult, Writer
+from quality import repeated_share  # benchmarks/quality.py (a script's folder is on sys.path)
 
 HELDOUT = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "heldout" / "儒林外史.txt"
 

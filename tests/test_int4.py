@@ -239,7 +239,7 @@ def test_default_model_int4_writes(tmp_path):
 
 
 def test_default_model_held_out_loss_within_issue_limit():
-    """The issue's bar: at most 0.02 nats/char more than float32 on held-out text, through both
+    """The bar: at most 0.02 nats/char more than float32 on held-out text, through both
     engines of the mode (PyTorch chunks; onnxruntime one char at a time, as writing does)."""
     from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Measures of written text that the benchmarks and the model card report."""
+"""Measures of written text that the benchmarks report (degeneration.py)."""
 
 
 def repeated_share(text: str, n: int = 10) -> float:
