@@ -181,7 +181,7 @@ def test_a_long_opening_does_not_stall_the_streams_already_writing():
 
     model = double_model(delay=0.002)
     sched = Scheduler(ModelCatalog(None, None, default_name="cycle"), model)
-    greedy = SamplingSettings(top_p=0.0, top_p_newline=0.0)
+    greedy = SamplingSettings(top_p=0.0, top_p_newline=0.0, repetition_penalty=0)
     chunks = 12
 
     async def go():
