@@ -95,7 +95,8 @@ def test_prefill_equals_stepping_and_batch_equals_single():
         last, _ = net(ids, start)
         for n in start:  # the input state is never mutated
             assert torch.equal(start[n], before[n])
-        assert torch.equal(last, all_logits[:, -1])
+        # the head sees [B, 1, C] here and [B, T, C] there: BLAS may sum in another order (AVX2 vs AVX-512)
+        assert rel_err(last, all_logits[:, -1]) < 1e-6
 
         state, stepped = start, []
         for t in range(ids.shape[1]):
