@@ -55,21 +55,20 @@ class Writer:
     def read(self, opening: str, clean: bool = True, progress: Callable[[int, int], None] | None = None) -> Reading:
         """Read an opening (cleaned as the seed did) once; later reads of text that extends it
         start from the cached state."""
+        task = self.start_reading(opening, clean)
+        while not task.done:
+            task.advance()
+            if progress:
+                progress(task.pos, len(task.ids))
+        return task.reading()
+
+    def start_reading(self, opening: str, clean: bool = True) -> "ReadingTask":
+        """An opening to be read chunk by chunk (ReadingTask.advance), so a caller can do other
+        work between chunks (the server steps its other streams)."""
         text = clean_context(opening) if clean else opening
         if not text.strip():
             raise AIWriterError("开头是空的，请输入开头", "the opening is empty: give some text to continue")
-        ids = self.model.tokenizer.encode(text)
-        n, logits, state = self.cache.longest_prefix(ids)
-        if state is None:
-            state = self.model.new_state(1)
-        if n == len(ids):
-            return Reading(text, ids, logits, state)
-        for start in range(n, len(ids), PREFILL_CHUNK):
-            logits, state = self.model.forward(ids[start:start + PREFILL_CHUNK], state)
-            if progress:
-                progress(min(start + PREFILL_CHUNK, len(ids)), len(ids))
-        self.cache.put(ids, logits, state)
-        return Reading(text, ids, logits, state)
+        return ReadingTask(self, text, self.model.tokenizer.encode(text))
 
     def write(
         self,
@@ -84,22 +83,159 @@ class Writer:
         batched forward per step. Yields Pieces as text appears and a RunResult per run."""
         if n <= 0:
             raise AIWriterError("写的遍数必须大于 0", "number of runs must be greater than 0")
-        streams = [Stream(self.model, reading, length, settings, run=first_run + i) for i in range(n)]
-        state = reading.state.repeat(n)
-        logits = reading.logits.unsqueeze(0).repeat(n, 1)
-        while True:
-            ids = next_ids(logits, streams, generator)
-            for s, token in zip(streams, ids):
-                if s.done:
-                    continue
-                piece = s.feed(token)
+        batch = Batch(self.model)
+        batch.add(reading, [Stream(self.model, reading, length, settings, run=first_run + i) for i in range(n)],
+                  generator=generator)
+        while len(batch):
+            step = batch.step()
+            for _, error in step.failed:
+                raise error
+            for _, s, piece in step.pieces:
                 if piece:
                     yield Piece(s.run, piece)
                 if s.done:
                     yield s.result()
-            if all(s.done for s in streams):
-                return
-            logits, state = self.model.forward_batch(ids, state)
+
+
+class ReadingTask:
+    """An opening being read PREFILL_CHUNK ids at a time, from the longest cached prefix on.
+    advance() reads one chunk and says whether it is all read; reading() is then the result
+    (and the prefix cache holds it)."""
+
+    def __init__(self, writer: Writer, text: str, ids: list[int]):
+        self.writer, self.text, self.ids = writer, text, ids
+        self.reused, self.logits, state = writer.cache.longest_prefix(ids)
+        self.state = state if state is not None else writer.model.new_state(1)
+        self.pos = self.reused
+        self.chunks = 0  # chunks read so far
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.ids)
+
+    def advance(self) -> bool:
+        if not self.done:
+            chunk = self.ids[self.pos:self.pos + PREFILL_CHUNK]
+            self.logits, self.state = self.writer.model.forward(chunk, self.state)
+            self.pos += len(chunk)
+            self.chunks += 1
+            if self.done:
+                self.writer.cache.put(self.ids, self.logits, self.state)
+        return self.done
+
+    def reading(self) -> Reading:
+        assert self.done
+        return Reading(self.text, self.ids, self.logits, self.state)
+
+
+@dataclass
+class StepResult:
+    """What one Batch.step did: (owner, stream, new text) for every stream that wrote text or
+    ended (text may be ""; stream.done says it ended), in batch order; (owner, error) per group
+    whose sampling failed (its streams left the batch)."""
+
+    pieces: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+
+class Batch:
+    """Streams written together: every step samples the next id of each stream, feeds it, drops
+    the streams that ended, and runs ONE Model.forward_batch for the rest. Streams of one group
+    (an owner: one request) share a generator, so a seed gives the same text whoever else is in
+    the batch. Writer.write and the server's scheduler both step with it. Not thread-safe."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.streams: list[Stream] = []
+        self.owners: list = []
+        self.state: State | None = None
+        self.logits: torch.Tensor | None = None
+        self._generators: dict[int, torch.Generator | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    def add(self, reading: Reading, streams: list[Stream], owner=None, generator: torch.Generator | None = None) -> None:
+        """Join streams that all start from one reading."""
+        n = len(streams)
+        self.put(Parked(owner, streams, reading.state.repeat(n), reading.logits.unsqueeze(0).repeat(n, 1), generator))
+
+    def put(self, parked: "Parked") -> None:
+        """Join streams taken out with take() (or fresh ones), state and logits as they were."""
+        self._generators[id(parked.owner)] = parked.generator
+        self.streams += parked.streams
+        self.owners += [parked.owner] * len(parked.streams)
+        self.state = parked.state if self.state is None else State.stack([self.state, parked.state])
+        self.logits = parked.logits if self.logits is None else torch.cat([self.logits, parked.logits])
+
+    def take(self, owner) -> "Parked":
+        """Take an owner's streams out of the batch, with their state, to put() back later."""
+        rows = [i for i, o in enumerate(self.owners) if o is owner]
+        index = torch.tensor(rows, device=self.logits.device)
+        parked = Parked(owner, [self.streams[i] for i in rows], self.state.select(rows),
+                        self.logits.index_select(0, index), self._generators.get(id(owner)))
+        self.drop(lambda s, o: o is owner)
+        return parked
+
+    def owned_by(self, owner) -> list[Stream]:
+        return [s for s, o in zip(self.streams, self.owners) if o is owner]
+
+    def drop(self, drop: Callable[[Stream, object], bool]) -> None:
+        """Remove the streams for which drop(stream, owner) is true."""
+        keep = [i for i, (s, o) in enumerate(zip(self.streams, self.owners)) if not drop(s, o)]
+        if len(keep) == len(self.streams):
+            return
+        self.streams = [self.streams[i] for i in keep]
+        self.owners = [self.owners[i] for i in keep]
+        live = {id(o) for o in self.owners}
+        self._generators = {k: g for k, g in self._generators.items() if k in live}
+        if keep:
+            self.state = self.state.select(keep)
+            self.logits = self.logits.index_select(0, torch.tensor(keep, device=self.logits.device))
+        else:
+            self.state = self.logits = None
+
+    def step(self) -> StepResult:
+        out = StepResult()
+        if not self.streams:
+            return out
+        ids = [0] * len(self.streams)
+        groups: dict[int, list[int]] = {}
+        for i, o in enumerate(self.owners):
+            groups.setdefault(id(o), []).append(i)
+        failed: set[int] = set()
+        for key, rows in groups.items():
+            owner = self.owners[rows[0]]
+            index = torch.tensor(rows, device=self.logits.device)
+            try:
+                drawn = next_ids(self.logits.index_select(0, index), [self.streams[i] for i in rows],
+                                 self._generators.get(key))
+            except AIWriterError as e:  # e.g. NaN logits: this group stops, the others go on
+                out.failed.append((owner, e))
+                failed.add(key)
+                continue
+            for i, token in zip(rows, drawn):
+                ids[i] = token
+                s = self.streams[i]
+                piece = s.feed(token)
+                if piece or s.done:
+                    out.pieces.append((owner, s, piece))
+        alive = [i for i, (s, o) in enumerate(zip(self.streams, self.owners)) if not s.done and id(o) not in failed]
+        self.drop(lambda s, o: s.done or id(o) in failed)
+        if alive:
+            self.logits, self.state = self.model.forward_batch([ids[i] for i in alive], self.state)
+        return out
+
+
+@dataclass
+class Parked:
+    """Streams out of a batch, with everything needed to put them back."""
+
+    owner: object
+    streams: list
+    state: State
+    logits: torch.Tensor
+    generator: torch.Generator | None = None
 
 
 class Stream:

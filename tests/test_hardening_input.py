@@ -270,7 +270,9 @@ NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(
                        NUMBERS, max_size=4))
 def test_property_request_numbers_are_checked_or_rejected_by_name(fields):
     # what the API does with a body's sampling numbers: valid settings, or an ApiError naming a field
-    from aiwriter.server.common import ApiError, Fields, sampling_from
+    from aiwriter.server.fields import Fields
+    from aiwriter.server.replies import ApiError
+    from aiwriter.server.sampling_fields import sampling_from
 
     try:
         s = sampling_from(Fields(dict(fields)), "stop")

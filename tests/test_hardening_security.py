@@ -115,7 +115,7 @@ def test_cors_is_opt_in_per_origin(tmp_path):
             assert c.post(path, json={"prompt": "甲"}, headers={"origin": other}).status_code == 403
             assert c.options(path, headers={"origin": other, "access-control-request-method": "POST"}).status_code == 403
         assert c.get("/api/docs", headers={"origin": other}).status_code == 403  # reading is refused too
-    with server_with(tmp_path, cors_origins=("*",)) as c:
+    with server_with(tmp_path, cors_origins=("*",), insecure=True) as c:
         r = c.get("/v1/models", headers={"origin": other})
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
 
@@ -130,6 +130,24 @@ def test_cors_and_key_together_a_preflight_needs_no_key(tmp_path):
         assert r.status_code == 401 and r.headers["access-control-allow-origin"] == allowed
         r = c.post("/v1/completions", json={"prompt": "甲", "max_tokens": 1}, headers={"origin": allowed, "x-api-key": KEY})
         assert r.status_code == 200
+
+
+def test_any_origin_without_a_key_is_refused_unless_insecure(tmp_path, capsys):
+    # any web site could read and delete every manuscript: refused, in both languages
+    with pytest.raises(AIWriterError) as e:
+        create_app(ServerSettings(db=str(tmp_path / "d.db"), cors_origins=("*",)), model=double_model(), model_name="c")
+    assert "--api-key" in e.value.en and "--insecure" in e.value.en and "*" in e.value.en
+    assert "--api-key" in e.value.zh and "--insecure" in e.value.zh
+    rc = command.main(["--cors-origin", "*", "--no-browser", "--port", "0", "--db", str(tmp_path / "d.db"),
+                       "--model", str(tmp_path / "missing.pth")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--insecure" in err and "错误" in err and "Traceback" not in err
+    assert not (tmp_path / "d.db").exists()  # refused before anything was opened
+    for extra in ({"api_key": KEY}, {"insecure": True}):
+        app = create_app(ServerSettings(db=str(tmp_path / "d.db"), cors_origins=("*",), **extra), model=double_model(),
+                         model_name="c")
+        app.state.scheduler.close()
+        app.state.store.close()
 
 
 # ----------------------------------------------------------------------------- model paths
@@ -164,6 +182,33 @@ def test_model_names_cannot_leave_the_models_folder(tmp_path):
         assert loaded == []  # nothing outside was ever opened
         r = c.post("/v1/completions", json={"prompt": "甲", "max_tokens": 2, "model": "inside-link.pth", **GREEDY})
         assert r.status_code == 200 and loaded == [(models / "sub" / "ok.pth").resolve()]
+
+
+def test_odd_model_names_are_a_4xx_naming_the_field_and_log_no_path(tmp_path, capfd):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "good.pth").write_bytes(b"x")
+    loaded = []
+
+    def loader(path, vocab=None, device="cpu", dtype=None):
+        loaded.append(path)
+        return double_model()
+
+    app = create_app(ServerSettings(db=str(tmp_path / "d.db"), models_dir=str(models)), model=double_model(),
+                     loader=loader, model_name="cycle")
+    with running(app) as url, httpx.Client(base_url=url) as c:
+        cases = {"a" * 300 + ".pth": (400, 404), "sub/" + "a" * 300 + ".pth": (400, 404),
+                 ("d/" * 600) + "x.pth": (400, 404), "good.pth/": (404,), "good.pth//": (404,),
+                 "sub//good.pth": (400, 404), "GOOD.pth": (404,)}
+        for name, statuses in cases.items():
+            for path, body in (("/v1/completions", {"prompt": "甲", "model": name}),
+                               ("/api/v1/generate", {"prompt": "甲", "model": name})):
+                r = c.post(path, json=body)
+                assert r.status_code in statuses and r.json()["error"]["param"] == "model", (name[:20], r.text[:200])
+        assert loaded == []  # good.pth/ did not force a load
+        assert c.post("/v1/completions", json={"prompt": "甲", "max_tokens": 1, "model": "good.pth"}).status_code == 200
+    logged = "".join(capfd.readouterr())
+    assert "Traceback" not in logged and str(tmp_path) not in logged
 
 
 # ----------------------------------------------------------------------------- body limits
@@ -254,7 +299,18 @@ def test_a_real_serve_on_all_interfaces_with_a_key(tmp_path):
 
 def test_the_page_cannot_be_framed_and_runs_only_its_own_files(tmp_path):
     with server_with(tmp_path) as c:
-        for path in ("/", "/web/app.js", "/web/style.css"):
+        for path in ("/", "/web/app.js", "/web/style.css", "/api/docs-ui", "/api/openapi.json", "/api/status",
+                     "/no-such-page"):
             h = c.get(path).headers
             assert "frame-ancestors 'none'" in h["content-security-policy"] and "default-src 'self'" in h["content-security-policy"]
             assert h["x-frame-options"] == "DENY" and h["x-content-type-options"] == "nosniff", path
+
+
+def test_no_page_loads_code_from_another_site(tmp_path):
+    # the API docs page used to load Swagger UI from a CDN on the API's own origin
+    with server_with(tmp_path) as c:
+        r = c.get("/api/docs-ui")
+        assert "cdn" not in r.text.lower() and "<script src=\"http" not in r.text
+        assert c.get("/api/openapi.json").status_code == 200  # the schema itself is still served
+        page = c.get("/").text
+        assert not re.search(r"(src|href)=[\"']?(https?:)?//", page)

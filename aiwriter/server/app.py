@@ -23,8 +23,10 @@ from starlette.staticfiles import StaticFiles
 import aiwriter
 from aiwriter import sampling
 from aiwriter.errors import AIWriterError
-from aiwriter.server.common import DEFAULTS, ApiError, SafeJSON, dumps, error_body, error_response
-from aiwriter.server.scheduler import ModelCatalog, Scheduler
+from aiwriter.server.catalog import ModelCatalog
+from aiwriter.server.replies import ApiError, SafeJSON, dumps, error_body, error_response
+from aiwriter.server.sampling_fields import DEFAULTS
+from aiwriter.server.scheduler import Scheduler
 from aiwriter.store import NotFound, Store, default_db_path
 
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -138,8 +140,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AIWriterError)
     async def aiwriter_error(request, e: AIWriterError):
-        status = 404 if isinstance(e, NotFound) else getattr(e, "status", 400)
-        return error_response(ApiError(status, e.zh, e.en, getattr(e, "param", None)))
+        return error_response(ApiError(404 if isinstance(e, NotFound) else 400, e.zh, e.en))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, e: RequestValidationError):

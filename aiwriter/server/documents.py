@@ -12,7 +12,9 @@ import anyio
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from aiwriter.server.common import ApiError, Fields, SafeJSON, read_json
+from aiwriter.server.bodies import read_json
+from aiwriter.server.fields import Fields
+from aiwriter.server.replies import ApiError, SafeJSON
 from aiwriter.store import MAX_GENERATIONS, Conflict
 
 router = APIRouter(prefix="/api/docs")

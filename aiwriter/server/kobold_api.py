@@ -10,8 +10,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 import aiwriter
-from aiwriter.server.common import SAMPLING_FIELDS, Fields, JobResponse, Render, dumps, read_json, sampling_from, seed_from, submit
-from aiwriter.server.scheduler import Job
+from aiwriter.server.bodies import read_json
+from aiwriter.server.fields import Fields
+from aiwriter.server.job_response import JobResponse, Render, submit
+from aiwriter.server.jobs import Job
+from aiwriter.server.replies import dumps
+from aiwriter.server.sampling_fields import SAMPLING_FIELDS, sampling_from, seed_from
 
 router = APIRouter()
 
@@ -72,13 +76,13 @@ async def _job(request: Request, n_allowed: bool) -> Job:
 @router.post("/api/v1/generate")
 async def generate(request: Request):
     job = submit(request, await _job(request, n_allowed=True))
-    return JobResponse(job, GenerateRender())
+    return JobResponse(job, GenerateRender(), request.app.state.scheduler.stall_timeout)
 
 
 @router.post("/api/extra/generate/stream")
 async def generate_stream(request: Request):
     job = submit(request, await _job(request, n_allowed=False))
-    return JobResponse(job, StreamRender())
+    return JobResponse(job, StreamRender(), request.app.state.scheduler.stall_timeout)
 
 
 @router.post("/api/extra/generate/check")

@@ -20,8 +20,12 @@ import uuid
 from fastapi import APIRouter, Request
 
 from aiwriter.errors import AIWriterError
-from aiwriter.server.common import SAMPLING_FIELDS, ApiError, Fields, JobResponse, Render, dumps, read_json, sampling_from, seed_from, submit
-from aiwriter.server.scheduler import Job
+from aiwriter.server.bodies import read_json
+from aiwriter.server.fields import Fields
+from aiwriter.server.job_response import JobResponse, Render, submit
+from aiwriter.server.jobs import Job
+from aiwriter.server.replies import ApiError, dumps
+from aiwriter.server.sampling_fields import SAMPLING_FIELDS, sampling_from, seed_from
 
 router = APIRouter()
 

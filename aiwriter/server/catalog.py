@@ -1,0 +1,76 @@
+"""The models a request may name: the startup model and the model files in the models folder.
+Names are paths relative to that folder, written as /v1/models lists them; nothing outside the
+folder is reachable, and a name that is not exactly a listed one is 404."""
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from aiwriter.server.replies import ApiError
+
+MAX_NAME_BYTES = 1024   # a whole name (PATH_MAX is 4096; no model needs more)
+MAX_PART_BYTES = 255    # one folder or file name (NAME_MAX on every common file system)
+
+
+class ModelCatalog:
+    EXTENSIONS = (".pth", ".safetensors")
+
+    def __init__(self, default_path: str | Path | None, models_dir: str | Path | None, vocab: str | None = None,
+                 default_name: str | None = None):
+        self.default_path = Path(default_path) if default_path else None
+        self.default_name = default_name or (self.default_path.name if self.default_path else "default")
+        self.models_dir = Path(models_dir) if models_dir else None
+        self.vocab = vocab  # for the startup model only
+
+    def names(self) -> list[str]:
+        out = [self.default_name]
+        if self.models_dir is not None and self.models_dir.is_dir():
+            found = []
+            root = self.models_dir.resolve()
+            for path in self.models_dir.rglob("*"):
+                # a symlink leading out of the folder is not offered (resolve() refuses it too)
+                if path.suffix.lower() in self.EXTENSIONS and _inside(path, root) and _is_file(path):
+                    found.append(path.relative_to(self.models_dir).as_posix())
+                if len(found) >= 1000:
+                    break
+            out += sorted(n for n in found if n != self.default_name)
+        return out
+
+    def resolve(self, name: str) -> tuple[Path | None, str | None]:
+        """(model path, vocab path or None) for a name; raises ApiError naming the field `model`."""
+        if name == self.default_name:
+            return self.default_path, self.vocab
+        if (not name or "\\" in name or "\x00" in name or name.startswith("/") or ":" in name
+                or any(part in ("..", ".") for part in name.split("/"))):
+            raise ApiError(400, "模型名不能含有 ..、/ 开头或盘符：只能指定模型文件夹里的文件",
+                           "a model name may not contain '..', a leading '/' or a drive: only files in the models folder",
+                           param="model")
+        encoded = name.encode("utf-8", "replace")
+        if len(encoded) > MAX_NAME_BYTES or any(len(p) > MAX_PART_BYTES for p in encoded.split(b"/")):
+            raise ApiError(400, f"字段 model 太长：文件名最多 {MAX_PART_BYTES} 字节，整个名字最多 {MAX_NAME_BYTES} 字节",
+                           f"field 'model' is too long: at most {MAX_PART_BYTES} bytes per file or folder name, "
+                           f"{MAX_NAME_BYTES} in all", param="model")
+        # only a name exactly as listed: "good.pth/" or "sub//good.pth" would reach the same file
+        # under another name (and force a reload of a model already in memory)
+        if self.models_dir is not None and PurePosixPath(name).as_posix() == name:
+            root = self.models_dir.resolve()
+            path = root / name
+            if _inside(path, root) and path.suffix.lower() in self.EXTENSIONS and _is_file(path):
+                return path.resolve(), None
+        raise ApiError(404, "没有这个模型（GET /v1/models 列出可用的模型）", "unknown model (GET /v1/models lists them)",
+                       param="model")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether path, symlinks followed, lies inside root (a symlink loop or a name the file
+    system refuses does not)."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.resolve().is_file()
+    except (OSError, RuntimeError):
+        return False

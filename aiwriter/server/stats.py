@@ -1,0 +1,22 @@
+"""The scheduler's counters, shown by /api/status. The scheduler thread alone writes them."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class SchedulerStats:
+    steps: int = 0            # batched forwards run
+    jobs: int = 0             # jobs started
+    prompt_ids: int = 0       # ids in the openings of those jobs
+    reused_ids: int = 0       # of those, found in the prefix cache
+    read_ids: int = 0         # of those, read by the model
+    written_chars: int = 0
+    max_batch_seen: int = 0
+    cache_entries: int = 0
+    cache_bytes: int = 0
+    paused_jobs: int = 0      # times a job was paused because its client stopped reading
+    dropped_slow: int = 0     # jobs stopped because their client did not read for too long
+
+    def as_dict(self) -> dict:
+        return asdict(self)
