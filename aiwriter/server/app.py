@@ -40,6 +40,9 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# every response carries them (API answers and errors too): nothing this server sends may be
+# framed by another site or read as another type
+_SECURITY_HEADERS = [(k.lower().encode(), v.encode()) for k, v in PAGE_HEADERS.items()]
 API_PREFIXES = ("/v1/", "/api/")  # everything that reads or changes data or runs the model
 
 
@@ -86,7 +89,9 @@ def create_app(settings: ServerSettings | None = None, model=None, loader=None, 
         scheduler.close()
         store.close()
 
-    app = FastAPI(title="AI-Writer", version=aiwriter.__version__, lifespan=lifespan, docs_url="/api/docs-ui",
+    # no Swagger UI page: it loads its script from a CDN (a third party's code on the API's own
+    # origin); the schema is at /api/openapi.json for any tool that reads OpenAPI
+    app = FastAPI(title="AI-Writer", version=aiwriter.__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.started = time.time()
@@ -205,15 +210,15 @@ class GuardMiddleware:
                                  "an API key is required: Authorization: Bearer KEY, or X-API-Key: KEY",
                                  cors=_cors_headers(origin, self.cors_origins) if cors else [],
                                  extra=[(b"www-authenticate", b'Bearer realm="aiwriter"')], kind="unauthorized")
-        if not cors:
-            return await self.app(scope, receive, send)
+        extra = _SECURITY_HEADERS + (_cors_headers(origin, self.cors_origins) if cors else [])
 
-        async def send_cors(message):
+        async def send_with_headers(message):
             if message["type"] == "http.response.start":
-                message = {**message, "headers": list(message.get("headers", [])) + _cors_headers(origin, self.cors_origins)}
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": list(message.get("headers", [])) + [h for h in extra if h[0] not in have]}
             await send(message)
 
-        await self.app(scope, receive, send_cors)
+        await self.app(scope, receive, send_with_headers)
 
     def _authorized(self, headers: dict) -> bool:
         auth = headers.get("authorization", "")
@@ -240,7 +245,8 @@ def _cors_headers(origin: str, allowed: set, preflight: bool = False) -> list[tu
 
 async def _refuse(scope, receive, send, status, zh, en, cors=(), extra=(), kind="forbidden"):
     body = dumps(error_body(status, zh, en, kind=kind))
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *cors, *extra]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *cors, *extra,
+               *_SECURITY_HEADERS]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -248,6 +254,14 @@ async def _refuse(scope, receive, send, status, zh, en, cors=(), extra=(), kind=
 def check_exposure(settings: ServerSettings) -> None:
     """Off loopback, anyone on the network could read and delete manuscripts: insist on a key
     or an explicit --insecure."""
+    if "*" in settings.cors_origins and not settings.api_key and not settings.insecure:
+        raise AIWriterError(
+            "拒绝 --cors-origin '*' 而不设密钥：任何网站都能读取和删除所有文稿。请加 --api-key 密钥，"
+            "或只允许某个网址（--cors-origin http://localhost:5000），或确实要不设防时加 --insecure",
+            "refusing --cors-origin '*' without a key: any web site could read and delete every manuscript. Add "
+            "--api-key KEY, or allow one origin only (--cors-origin http://localhost:5000), or --insecure if you "
+            "really mean it",
+        )
     if settings.host not in LOOPBACK and not settings.api_key and not settings.insecure:
         raise AIWriterError(
             f"拒绝在 {settings.host} 上监听：其他机器也能访问，文稿没有保护。请加 --api-key 密钥"
