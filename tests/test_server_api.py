@@ -18,6 +18,7 @@ from conftest import CycleNet
 from aiwriter.engine import Model
 from aiwriter.sampling import SamplingSettings
 from aiwriter.server.app import ServerSettings, create_app
+from aiwriter.server.connections import server_config
 from aiwriter.server.scheduler import Job, ModelCatalog, Scheduler
 from aiwriter.tokenizer import UNKNOWN_CHAR, CharTokenizer
 
@@ -54,7 +55,7 @@ def running(app):
     """uvicorn in a thread on a free loopback port; yields the base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 10

@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 import aiwriter
 from aiwriter import sampling
 from aiwriter.errors import AIWriterError
+from aiwriter.server.bodies import BodyGuard
 from aiwriter.server.catalog import ModelCatalog
 from aiwriter.server.replies import ApiError, SafeJSON, dumps, error_body, error_response
 from aiwriter.server.sampling_fields import DEFAULTS
@@ -65,6 +66,14 @@ class ServerSettings:
     insecure: bool = False         # off loopback without a key: only when asked for in so many words
     cors_origins: tuple = ()       # other web pages allowed to call the APIs ("*" = any)
     log_prompts: bool = False      # logs carry sizes only, unless this is set
+    # slow and idle clients (see connections.py and bodies.py)
+    body_slots: int = 4            # bodies over 64 KB read at once; the others wait in their sockets
+    body_timeout: float = 60.0     # seconds a body may take to arrive
+    header_timeout: float = 10.0   # seconds a connection may take to send a request's headers
+    max_connections: int = 1000    # open connections; past it the longest-idle ones are closed
+    max_backlog: int = 1024        # chars per stream a client may leave unread before its job pauses
+    stall_timeout: float = 60.0    # seconds a paused job (and an unread stream) waits, then is stopped
+    turn_after: float = 2.0        # seconds a request waits for room before the longest-running job pauses for it
 
 
 def create_app(settings: ServerSettings | None = None, model=None, loader=None, model_name: str | None = None) -> FastAPI:
@@ -78,7 +87,9 @@ def create_app(settings: ServerSettings | None = None, model=None, loader=None, 
     store = Store(settings.db or default_db_path())
     try:
         scheduler = Scheduler(catalog, model, device=settings.device, dtype=settings.dtype, max_batch=settings.max_batch,
-                              max_queue=settings.max_queue, cache_bytes=settings.cache_bytes, loader=loader)
+                              max_queue=settings.max_queue, cache_bytes=settings.cache_bytes, loader=loader,
+                              max_backlog=settings.max_backlog, stall_timeout=settings.stall_timeout,
+                              turn_after=settings.turn_after)
     except BaseException:
         store.close()
         raise
@@ -95,6 +106,7 @@ def create_app(settings: ServerSettings | None = None, model=None, loader=None, 
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.started = time.time()
+    app.state.body_guard = BodyGuard(settings.body_slots, settings.body_timeout)
 
     _error_handlers(app)
     from aiwriter.server import documents, kobold_api, openai_api, story_api

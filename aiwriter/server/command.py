@@ -70,6 +70,7 @@ def run(args) -> int:
     import uvicorn
 
     from aiwriter.engine import configure_threads
+    from aiwriter.server.connections import raise_open_file_limit, server_config
     from aiwriter.server.app import LOOPBACK, ServerSettings, check_exposure, create_app
     from aiwriter.store import default_db_path
 
@@ -89,6 +90,7 @@ def run(args) -> int:
         raise AIWriterError("--threads 应在 1 到 1024 之间", "--threads must be between 1 and 1024")
     check_exposure(settings)  # before loading anything: a refused start is quick
     configure_threads(None, args.threads)  # before loading: onnxruntime sessions take the count when made
+    raise_open_file_limit()  # before the connection cap is worked out from it
     sock = _bind(args.host, args.port)
     try:
         app = create_app(settings)  # loads the model and opens the database: errors surface here
@@ -123,8 +125,7 @@ def run(args) -> int:
         # the key travels in the fragment, which the browser never sends; the page stores it and removes it
         opened = url + (f"#key={quote(args.api_key, safe='')}" if args.api_key else "")
         threading.Timer(0.5, webbrowser.open, [opened]).start()
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(server_config(app, timeout_graceful_shutdown=3)).run(sockets=[sock])
     return 0
 
 

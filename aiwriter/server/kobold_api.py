@@ -7,6 +7,7 @@ ignored; our own penalty fields (repetition_penalty, presence_penalty, ...) are 
 """
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter, Request
 
 import aiwriter
@@ -22,6 +23,7 @@ router = APIRouter()
 DEFAULT_MAX_LENGTH = 80    # KoboldAI's default
 CONTEXT_CHARS = 1_000_000  # an RNN has no context window; reported so clients do not trim
 KOBOLD_API_VERSION = "1.2.5"
+MAX_TOKENCOUNT_IDS = 16_384  # ids a tokencount reply lists (about 100 KB of JSON)
 # KoboldAI / KoboldCpp fields that SillyTavern and Kobold Lite send and that have no meaning for
 # this server: accepted and ignored. Any other field is a 400 naming it (a typo must not pass).
 IGNORED = frozenset({
@@ -112,12 +114,20 @@ async def _optional_body(request: Request) -> Fields:
 
 @router.post("/api/extra/tokencount")
 async def tokencount(request: Request):
-    # Kobold Lite sends {"prompt", "special"}; special tokens mean nothing to our tokenizers
-    f = Fields(await read_json(request, request.app.state.settings.max_body)).only(
-        "prompt", ignored=frozenset({"genkey", "special"}))
+    """KoboldCpp's {"value": n, "ids": [...]}, with the ids of the first MAX_TOKENCOUNT_IDS
+    tokens only (a 4 MB text has over a million; "ids_truncated" says so): the count is what
+    clients use. Kobold Lite sends {"prompt", "special"}; there are no special tokens here."""
+    f = Fields(await read_json(request, request.app.state.settings.max_body))
+    f.only("prompt", "special", ignored=frozenset({"genkey"}))
     text = f.str("prompt", required=True)
-    ids = request.app.state.scheduler.model.tokenizer.encode(text)
-    return {"value": len(ids), "ids": ids}
+    f.bool("special")
+    tokenizer = request.app.state.scheduler.model.tokenizer
+    # megabytes of text take a while: never on the event loop, where every other request waits
+    ids = await anyio.to_thread.run_sync(tokenizer.encode, text)
+    out = {"value": len(ids), "ids": ids[:MAX_TOKENCOUNT_IDS]}
+    if len(ids) > MAX_TOKENCOUNT_IDS:
+        out["ids_truncated"] = True
+    return out
 
 
 @router.get("/api/v1/model")

@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -34,16 +35,26 @@ from aiwriter.writer import Batch, Parked, ReadingTask, Stream, Writer
 __all__ = ["Job", "ModelCatalog", "QueueFull", "Scheduler"]
 
 
+@dataclass
+class _Paused:
+    job: Job
+    parked: Parked
+    since: float  # when it was paused (a slow one is stopped stall_timeout after)
+    slow: bool    # paused because its client stopped reading (else: to give another job a turn)
+
+
 class Scheduler:
     def __init__(self, catalog: ModelCatalog, model: Model | None = None, *, device: str = "cpu", dtype=None,
                  max_batch: int = 16, max_queue: int = 32, cache_bytes: int = 256 * 2**20,
-                 loader: Callable[..., Model] | None = None, max_backlog: int = 1024, stall_timeout: float = 60.0):
+                 loader: Callable[..., Model] | None = None, max_backlog: int = 1024, stall_timeout: float = 60.0,
+                 turn_after: float = 2.0):
         self.catalog = catalog
         self.device, self.dtype = device, dtype
         self.max_batch, self.max_queue, self.cache_bytes = max_batch, max_queue, cache_bytes
         # chars per stream a client may leave unread before its job is paused; how long a paused
         # job (and a response its client does not read) waits before it is stopped
         self.max_backlog, self.stall_timeout = max_backlog, stall_timeout
+        self.turn_after = turn_after  # seconds a job waits for room before a long-running one pauses for it
         self._load = loader or load_model
         self.model_name = catalog.default_name
         self._given = model  # a model handed in (tests, embedding) is kept to switch back to
@@ -54,7 +65,9 @@ class Scheduler:
         self._waiting: deque[Job] = deque()
         self._running: list[Job] = []                    # admitted: reading, in the batch or paused
         self._reading: list[tuple[Job, ReadingTask]] = []
-        self._parked: dict[int, tuple[Job, Parked, float]] = {}  # id(job) -> (job, streams, since)
+        self._paused: dict[int, _Paused] = {}            # id(job) -> its streams, out of the batch
+        self._turn_started: dict[int, float] = {}        # id(job) -> when it (re)joined the batch
+        self._blocked_since: float | None = None         # since when the queue's head waits for room
         self._cond = threading.Condition()
         self._stop = False
         self._avg_job_s = 5.0
@@ -89,7 +102,8 @@ class Scheduler:
 
     def _taken(self, job: Job) -> None:
         """A response took text: wake the worker if that job is paused and may resume."""
-        if id(job) in self._parked and job.backlog <= self._resume_below(job):
+        p = self._paused.get(id(job))
+        if p is not None and p.slow and job.backlog <= self.max_backlog * job.n // 2:
             with self._cond:
                 self._cond.notify_all()
 
@@ -129,7 +143,7 @@ class Scheduler:
                 "running_jobs": len(self._running),
                 "waiting_jobs": len(self._waiting),
                 "reading_jobs": len(self._reading),
-                "paused_streams": sum(len(p.streams) for _, p, _ in list(self._parked.values())),
+                "paused_streams": sum(len(p.parked.streams) for p in list(self._paused.values())),
                 "max_batch": self.max_batch,
                 "max_queue": self.max_queue,
                 **self.stats.as_dict(),
@@ -149,9 +163,9 @@ class Scheduler:
         while True:
             with self._cond:
                 while not self._stop and not self._has_work():
-                    # paused jobs are looked at now and then: their time may run out
-                    self._cond.wait(0.5 if self._parked else None)
-                    if self._parked:
+                    # paused jobs are looked at now and then: a turn or a stall may have run out
+                    self._cond.wait(0.25 if self._paused else None)
+                    if self._paused:
                         break
                 if self._stop:
                     break
@@ -166,14 +180,15 @@ class Scheduler:
     def _has_work(self) -> bool:
         return bool(len(self._batch) or self._reading or (self._waiting and self._can_start(self._waiting[0]))
                     or any(j.cancelled.is_set() for j in self._waiting)
-                    or any(self._may_resume(j, p) or j.cancelled.is_set() for j, p, _ in self._parked.values()))
+                    or any(p.job.cancelled.is_set() or self._fits(p) for p in self._paused.values()))
 
     def _tick(self) -> None:
         self._prune()
+        self._pause_slow_readers()
         self._resume_or_stop_paused()
         self._admit()
+        self._take_turns()
         self._read_a_chunk()
-        self._pause_slow_readers()
         if len(self._batch):
             self._step()
         self._finish_jobs()
@@ -184,7 +199,7 @@ class Scheduler:
             self._running.clear()
             if include_waiting:
                 self._waiting.clear()
-            self._reading, self._parked = [], {}
+            self._reading, self._paused = [], {}
             self._batch = Batch(self.model)
         for j in jobs:
             j.emit("error", error)
@@ -192,10 +207,14 @@ class Scheduler:
     def _slots_used(self) -> int:
         return len(self._batch) + sum(job.n for job, _ in self._reading)
 
+    def _turns_waiting(self) -> list["_Paused"]:
+        """Jobs paused to give others a turn, oldest first: they start again before the queue."""
+        return sorted((p for p in self._paused.values() if not p.slow), key=lambda p: p.since)
+
     def _can_start(self, job: Job) -> bool:
         if job.model in (None, self.model_name):
-            return self._slots_used() + job.n <= self.max_batch
-        return not (len(self._batch) or self._reading or self._parked)  # another model: when nothing is in hand
+            return not self._turns_waiting() and self._slots_used() + job.n <= self.max_batch
+        return not (len(self._batch) or self._reading or self._paused)  # another model: when nothing is in hand
 
     def _prune(self) -> None:
         """Drop what belongs to jobs whose client left or that were aborted."""
@@ -203,10 +222,11 @@ class Scheduler:
             gone = [j for j in self._waiting if j.cancelled.is_set()]
             if gone:  # clients that left while queued free their place at once
                 self._waiting = deque(j for j in self._waiting if not j.cancelled.is_set())
+                self._blocked_since = None
         for j in gone:
             j.emit("end")
         self._reading = [(j, t) for j, t in self._reading if not j.cancelled.is_set()]
-        self._parked = {k: v for k, v in self._parked.items() if not v[0].cancelled.is_set()}
+        self._paused = {k: p for k, p in self._paused.items() if not p.job.cancelled.is_set()}
         self._batch.drop(lambda s, job: job.cancelled.is_set())
 
     def _admit(self) -> None:
@@ -217,14 +237,19 @@ class Scheduler:
                     return
                 job = self._waiting.popleft()
                 self._running.append(job)
-            try:
-                if job.model not in (None, self.model_name):
-                    self._switch_model(job.model)
-                self._reading.append((job, self.writer.start_reading(job.prompt)))
-            except AIWriterError as e:
-                with self._cond:
-                    self._running.remove(job)
-                job.emit("error", ApiError.of(e))
+                self._blocked_since = None
+            self._start(job)
+
+    def _start(self, job: Job) -> None:
+        """An admitted job: its model in memory, its opening about to be read."""
+        try:
+            if job.model not in (None, self.model_name):
+                self._switch_model(job.model)
+            self._reading.append((job, self.writer.start_reading(job.prompt)))
+        except AIWriterError as e:
+            with self._cond:
+                self._running.remove(job)
+            job.emit("error", ApiError.of(e))
 
     def _read_a_chunk(self) -> None:
         """Read one chunk of the opening with the least left to read (short requests start at
@@ -253,6 +278,7 @@ class Scheduler:
         job.info = {"model": self.model_name, "seed": seed, "prompt_ids": len(reading.ids), "reused_ids": task.reused,
                     "t0": time.perf_counter()}
         job.emit("start", job.info)
+        self._turn_started[id(job)] = time.monotonic()
         self._batch.add(reading, streams, owner=job, generator=generator)
 
     def _switch_model(self, name: str) -> None:
@@ -273,35 +299,88 @@ class Scheduler:
         self._use(model)
         self.model_name = name
 
-    # ------------------------------------------------------------------ clients that stop reading
+    # ------------------------------------------------------------------ taking turns, slow readers
 
-    def _resume_below(self, job: Job) -> int:
-        return self.max_backlog * job.n // 2
+    def _pause(self, job: Job, slow: bool) -> None:
+        self._paused[id(job)] = _Paused(job, self._batch.take(job), time.monotonic(), slow)
+        if slow:
+            self.stats.paused_jobs += 1
+        else:
+            self.stats.turns_given += 1
 
-    def _may_resume(self, job: Job, parked: Parked) -> bool:
-        return (job.backlog <= self._resume_below(job)
-                and self._slots_used() + len(parked.streams) <= self.max_batch)
+    def _fits(self, p: "_Paused") -> bool:
+        if p.slow and p.job.backlog > self.max_backlog * p.job.n // 2:
+            return False  # its client has not read enough yet
+        return self._slots_used() + len(p.parked.streams) <= self.max_batch
 
     def _pause_slow_readers(self) -> None:
+        """A job whose client has not taken max_backlog chars per stream leaves the batch."""
         owners = {id(o): o for o in self._batch.owners}
         for job in owners.values():
             if job.backlog > self.max_backlog * job.n:
-                self._parked[id(job)] = (job, self._batch.take(job), time.monotonic())
-                self.stats.paused_jobs += 1
+                self._pause(job, slow=True)
+        for p in self._paused.values():  # one paused for its turn may have a slow client too
+            if not p.slow and p.job.backlog > self.max_backlog * p.job.n:
+                p.slow, p.since = True, time.monotonic()
 
     def _resume_or_stop_paused(self) -> None:
         now = time.monotonic()
-        for key, (job, parked, since) in list(self._parked.items()):
-            if self._may_resume(job, parked):  # before the queue: it was admitted first
-                del self._parked[key]
-                self._batch.put(parked)
-            elif now - since > self.stall_timeout:
-                del self._parked[key]
+        for p in sorted(self._paused.values(), key=lambda p: (not p.slow, p.since)):
+            if self._fits(p) and (p.slow or p is self._turns_waiting()[0]):  # turns in the order given up
+                del self._paused[id(p.job)]
+                self._batch.put(p.parked)
+                self._turn_started[id(p.job)] = now
+            elif p.slow and now - p.since > self.stall_timeout:
+                del self._paused[id(p.job)]
                 self.stats.dropped_slow += 1
-                job.emit("error", ApiError(408, f"客户端 {self.stall_timeout:g} 秒没有读取，这次生成已停止",
-                                           f"the client did not read for {self.stall_timeout:g} s; this generation "
-                                           f"was stopped", kind="timeout"))
-                job.cancel()
+                p.job.emit("error", ApiError(408, f"客户端 {self.stall_timeout:g} 秒没有读取，这次生成已停止",
+                                             f"the client did not read for {self.stall_timeout:g} s; this generation "
+                                             f"was stopped", kind="timeout"))
+                p.job.cancel()
+
+    def _take_turns(self) -> None:
+        """When a job has waited turn_after seconds for room (a paused one, else the queue's
+        head), the job in the batch that has written the most and had a turn of at least
+        turn_after seconds makes room, until the waiting job fits: streams whose clients never
+        read (or very long ones) cannot keep every slot while others wait."""
+        turns = self._turns_waiting()
+        if turns:
+            need = len(turns[0].parked.streams)
+            since = turns[0].since
+        elif self._waiting and self._waiting[0].model in (None, self.model_name):
+            need = self._waiting[0].n
+            if self._blocked_since is None:
+                self._blocked_since = time.monotonic()
+            since = self._blocked_since
+        else:
+            return
+        now = time.monotonic()
+        if now - since < self.turn_after or self._slots_used() + need <= self.max_batch:
+            return
+        owners = {id(o): o for o in self._batch.owners}
+        victims, room = [], self.max_batch - self._slots_used()
+        for job in sorted((j for j in owners.values() if now - self._turn_started.get(id(j), now) >= self.turn_after),
+                          key=lambda j: -sum(len(t) for t in j.texts)):
+            if room >= need:
+                break
+            victims.append(job)
+            room += job.n
+        if room < need:
+            return  # not enough room yet: the jobs in the batch have not had their turn
+        for job in victims:
+            self._pause(job, slow=False)
+            self._paused[id(job)].since = now  # it waits behind the one it made room for
+        if turns:
+            p = turns[0]
+            del self._paused[id(p.job)]
+            self._batch.put(p.parked)
+            self._turn_started[id(p.job)] = now
+        else:
+            with self._cond:
+                job = self._waiting.popleft()
+                self._running.append(job)
+                self._blocked_since = None
+            self._start(job)
 
     # ------------------------------------------------------------------ stepping
 
@@ -333,11 +412,12 @@ class Scheduler:
 
     def _finish_jobs(self) -> None:
         """End the running jobs with nothing left: all runs done, or cancelled."""
-        live = {id(o) for o in self._batch.owners} | {id(j) for j, _ in self._reading} | set(self._parked)
+        live = {id(o) for o in self._batch.owners} | {id(j) for j, _ in self._reading} | set(self._paused)
         with self._cond:
             ended = [j for j in self._running if id(j) not in live]
             self._running = [j for j in self._running if id(j) in live]
         for j in ended:
+            self._turn_started.pop(id(j), None)
             if "t0" in j.info and not j.cancelled.is_set():
                 self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * (time.perf_counter() - j.info["t0"])
             if not j.done:

@@ -16,6 +16,7 @@ class SchedulerStats:
     cache_entries: int = 0
     cache_bytes: int = 0
     paused_jobs: int = 0      # times a job was paused because its client stopped reading
+    turns_given: int = 0      # times a job paused so that a job waiting for room could start
     dropped_slow: int = 0     # jobs stopped because their client did not read for too long
 
     def as_dict(self) -> dict:
