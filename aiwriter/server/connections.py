@@ -1,9 +1,9 @@
 """The HTTP connections uvicorn serves for `aiwriter serve`: a connection must send its request's
 headers within header_timeout seconds (idle keep-alive ones close after a few seconds, as
 uvicorn does), at most max_connections are open (past it the longest-idle ones are closed, so
-a flood of idle sockets cannot lock real clients out), and the send buffer is small, so a
-client that stops reading a stream is noticed after tens of KB, not megabytes (the scheduler
-then pauses its job: see scheduler.py)."""
+a flood of idle sockets cannot lock real clients out), and a stream's send buffer is small, so
+a client that stops reading it is noticed soon (the scheduler then pauses its job). A request's scope carries its transport under
+TRANSPORT, for stream_buffers()."""
 from __future__ import annotations
 
 import resource
@@ -13,8 +13,11 @@ import time
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-SEND_BUFFER = 32 * 1024     # bytes the kernel and the event loop each hold for a slow reader
-FDS_KEPT = 64               # file descriptors kept for the model, the database and the rest
+STREAM_BUFFER = 8 * 1024   # bytes the kernel and the event loop each hold for a stream's slow reader
+TRANSPORT = "aiwriter.transport"
+BACKLOG = 128               # connections accepted in one go, before any of them is looked at
+# file descriptors kept free: one accept burst, and the model, the database and the rest
+FDS_KEPT = BACKLOG + 64
 KEEP_ALIVE = 5              # seconds an idle keep-alive connection stays open
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers; more is a 400
 
@@ -46,13 +49,6 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-            except OSError:
-                pass
-        transport.set_write_buffer_limits(high=SEND_BUFFER)
         self._header_timer = None
         self._idle_since = time.monotonic()
         self._arm_header_timer()
@@ -88,9 +84,11 @@ class GuardedH11Protocol(H11Protocol):
     def handle_events(self) -> None:
         before = self.cycle
         super().handle_events()
-        if self.cycle is not before and self._header_timer is not None:  # a request's headers came
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self.cycle is not before:  # a request's headers came
+            self.cycle.scope[TRANSPORT] = self.transport
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
 
     def on_response_complete(self) -> None:
         self._idle_since = time.monotonic()
@@ -104,6 +102,22 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
+def stream_buffers(scope) -> None:
+    """Small send buffers for a long stream of small events: a client that stops reading is
+    noticed after ~100 KB (mostly its own receive buffer) instead of megabytes, and its job is
+    paused (scheduler.py). Whole responses keep the system's buffers (fast downloads)."""
+    transport = scope.get(TRANSPORT)
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_BUFFER)
+        except OSError:
+            pass
+    transport.set_write_buffer_limits(high=STREAM_BUFFER)
+
+
 def server_config(app, **kw) -> uvicorn.Config:
     """The uvicorn configuration `aiwriter serve` (and the tests) run the app with; the limits
     come from app.state.settings (ServerSettings)."""
@@ -112,6 +126,6 @@ def server_config(app, **kw) -> uvicorn.Config:
     protocol = type("AIWriterH11Protocol", (GuardedH11Protocol,),
                     {"header_timeout": settings.header_timeout, "max_connections": cap})
     options = dict(log_level="warning", access_log=False, http=protocol, timeout_keep_alive=KEEP_ALIVE,
-                   limit_concurrency=cap + 1, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+                   limit_concurrency=cap + 1, h11_max_incomplete_event_size=MAX_HEADER_BYTES, backlog=BACKLOG)
     options.update(kw)
     return uvicorn.Config(app, **options)

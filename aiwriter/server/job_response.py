@@ -9,6 +9,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aiwriter.server.connections import stream_buffers
 from aiwriter.server.jobs import Job, QueueFull
 from aiwriter.server.replies import ApiError, dumps, error_body
 
@@ -61,6 +62,8 @@ class JobResponse(Response):
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(watch)
+                if self.render.stream:
+                    stream_buffers(scope)
                 await self._respond(send)
                 tg.cancel_scope.cancel()
         finally:
