@@ -92,3 +92,44 @@ def test_bad_counts_are_clear_errors(cycle_model):
         list(w.write(r, 1, 0, GREEDY))
     with pytest.raises(AIWriterError):
         w.read(" \n\u3000 ")
+
+
+def _batch_texts(batch, owners_texts):
+    while len(batch):
+        step = batch.step()
+        assert not step.failed
+        for owner, s, piece in step.pieces:
+            owners_texts[owner][s.run] += piece
+
+
+def test_a_batch_gives_each_group_its_own_seeded_text_whoever_shares_it(f2_paths):
+    # the server's scheduler steps many requests in one Batch, pauses some (take) and resumes
+    # them (put); each request's text must be what Writer.write gives it alone with its seed
+    from aiwriter import load_model
+    from aiwriter.writer import Batch, Stream
+
+    model = load_model(f2_paths[0], vocab=f2_paths[1])
+    w = Writer(model)
+    settings = SamplingSettings(repetition_penalty=1.0)
+    alone = {}
+    for opening, seed in (("林黛玉", 7), ("宝玉笑道", 8)):
+        texts, _ = collect(w.write(w.read(opening), 2, 20, settings, torch.Generator().manual_seed(seed)))
+        alone[opening] = [texts[0], texts[1]]
+    batch = Batch(model)
+    got = {"林黛玉": ["", ""], "宝玉笑道": ["", ""]}
+    for opening, seed in (("林黛玉", 7), ("宝玉笑道", 8)):
+        r = w.read(opening)
+        batch.add(r, [Stream(model, r, 20, settings, run=i) for i in range(2)], owner=opening,
+                  generator=torch.Generator().manual_seed(seed))
+    for _ in range(5):
+        step = batch.step()
+        for owner, s, piece in step.pieces:
+            got[owner][s.run] += piece
+    parked = batch.take("林黛玉")  # paused for a while: the other one goes on alone
+    assert len(batch) == 2 and len(parked.streams) == 2
+    for _ in range(4):
+        for owner, s, piece in batch.step().pieces:
+            got[owner][s.run] += piece
+    batch.put(parked)
+    _batch_texts(batch, got)
+    assert got == alone

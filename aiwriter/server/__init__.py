@@ -1,9 +1,19 @@
 """The web writer: `aiwriter serve` runs a local FastAPI server with the writing page at /, the
 OpenAI-compatible and KoboldAI APIs, and manuscripts kept in SQLite (aiwriter.store).
 
-    app.py        create_app(settings): routes, error handling, the guard (loopback, API key, CORS)
-    scheduler.py  the one thread that owns the model and steps every request in one batch
-    common.py     JSON bodies, field checks, safe errors, streaming a job to the client
+    app.py              create_app(settings): routes, error handling, the guard (loopback, API key, CORS)
+    connections.py      uvicorn's configuration: header timeout, capped connections, small stream buffers
+    scheduler.py        the one thread that owns the model: queue, turns, slow readers, chunked reading
+    jobs.py             Job: one request's opening and continuations, its events to the event loop
+    catalog.py          ModelCatalog: the model names a request may give
+    stats.py            the scheduler's counters (/api/status)
+    replies.py          ApiError (status + bilingual message naming the field), safe JSON out
+    bodies.py           reading a JSON body: type, size limit, timeout, a few large ones at once
+    fields.py           Fields: typed field checks
+    sampling_fields.py  the sampling fields of a completion request
+    job_response.py     Render, JobResponse (SSE or one JSON body), submit
     openai_api.py / kobold_api.py / documents.py   the endpoints
-    command.py    the `aiwriter serve` command
+    command.py          the `aiwriter serve` command
+
+The step loop itself (sample, feed, one batched forward) is writer.Batch, shared with `aiwriter write`.
 """

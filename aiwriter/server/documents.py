@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from aiwriter.server.bodies import read_json
 from aiwriter.server.fields import Fields
-from aiwriter.server.replies import ApiError, SafeJSON
+from aiwriter.server.replies import ApiError, SafeJSON, dumps
 from aiwriter.store import MAX_GENERATIONS, Conflict
 
 router = APIRouter(prefix="/api/docs")
@@ -48,6 +48,13 @@ async def _call(fn, *args, **kw):
         raise ApiError(503, zh, en, headers={"Retry-After": "5"}, kind="storage_error")
 
 
+async def _json(fn, *args, status_code: int = 200, **kw) -> Response:
+    """_call, with the answer rendered as JSON in the worker thread too (a manuscript may be
+    megabytes: encoding it would hold up every other request)."""
+    body = await _call(lambda: dumps(fn(*args, **kw)))
+    return Response(body, media_type="application/json", status_code=status_code)
+
+
 async def _body(request: Request) -> Fields:
     return Fields(await read_json(request, request.app.state.settings.max_body))
 
@@ -71,12 +78,12 @@ async def create_document(request: Request):
     f = (await _body(request)).only("title", "text")
     title = _title(f)
     text = f.str("text", "")
-    return await _call(_store(request).create_document, title, text)
+    return await _json(_store(request).create_document, title, text, status_code=201)
 
 
 @router.get("/{doc_id}")
 async def get_document(request: Request, doc_id: Id):
-    return await _call(_store(request).get_document, doc_id)
+    return await _json(_store(request).get_document, doc_id)
 
 
 @router.put("/{doc_id}")
@@ -92,7 +99,7 @@ async def save_document(request: Request, doc_id: Id):
         raise ApiError(400, "字段 reason 应为 autosave、save 或 generation", "field 'reason' must be autosave, save or generation",
                        param="reason")
     try:
-        return await _call(_store(request).save_document, doc_id, text=text, title=title, reason=reason,
+        return await _json(_store(request).save_document, doc_id, text=text, title=title, reason=reason,
                            base_revision=revision)
     except Conflict as e:
         return SafeJSON({"error": {"message": f"{e.en} / {e.zh}", "en": e.en, "zh": e.zh, "type": "conflict",
@@ -121,12 +128,12 @@ async def list_versions(request: Request, doc_id: Id):
 
 @router.get("/{doc_id}/versions/{version_id}")
 async def get_version(request: Request, doc_id: Id, version_id: Id):
-    return await _call(_store(request).get_version, doc_id, version_id)
+    return await _json(_store(request).get_version, doc_id, version_id)
 
 
 @router.post("/{doc_id}/versions/{version_id}/restore")
 async def restore_version(request: Request, doc_id: Id, version_id: Id):
-    return await _call(_store(request).restore_version, doc_id, version_id)
+    return await _json(_store(request).restore_version, doc_id, version_id)
 
 
 @router.get("/{doc_id}/generations")
