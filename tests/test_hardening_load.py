@@ -58,7 +58,7 @@ def test_a_4_mb_tokencount_stalls_nobody_and_its_reply_is_bounded(tmp_path):
         data = r.json()
         assert data["value"] == 1_350_000 and data["ids"][:4] == [1, 2, 3, 1] and data["ids_truncated"] is True
         assert len(r.content) < 200_000  # it was 8 MB (the issue measured 21 MB on the default model)
-        assert worst < 0.5, worst       # it was the time to encode and dump 1.35 M ids (1.1 s here)
+        assert worst < 1.0, worst       # it was the time to encode and dump 1.35 M ids (1.1 s here, 5-9 s in the issue)
 
 
 def test_kobold_lite_tokencount_body(tmp_path):
