@@ -69,8 +69,8 @@ def test_kobold_memory_changes_the_text_and_is_read_first(tmp_path, f2_paths):
     with serve(tmp_path, model, "f2") as c:
         sched = c.app.state.scheduler
         read = []
-        real = sched.writer.read
-        sched.writer.read = lambda text, **kw: (read.append(text), real(text, **kw))[1]
+        real = sched.writer.start_reading  # where the scheduler reads every opening
+        sched.writer.start_reading = lambda text, *a, **kw: (read.append(text), real(text, *a, **kw))[1]
         body = {"prompt": "他走进了庙门，", "max_length": 40, "sampler_seed": 7, "temperature": 1.0}
         plain = c.post("/api/v1/generate", json=body).json()["results"][0]["text"]
         again = c.post("/api/v1/generate", json=body).json()["results"][0]["text"]

@@ -46,13 +46,19 @@ class JobResponse(Response):
     its events (SSE) or sends one JSON body at the end. Listens for the client leaving all the
     while: a disconnect cancels the job, which frees its batch slots at the next step."""
 
-    def __init__(self, job: Job, render: Render, send_timeout: float = 60.0):
+    def __init__(self, job: Job, render: Render, send_timeout: float | None = None):
+        """send_timeout: seconds a stream's client may go without reading before the connection
+        is given up; by default the scheduler's stall_timeout."""
         self.job, self.render, self.send_timeout = job, render, send_timeout
         self.status_code, self.background = 200, None
         self.init_headers({})
 
     async def __call__(self, scope, receive, send) -> None:
         job = self.job
+        if self.send_timeout is None:
+            app = scope.get("app")
+            sched = getattr(getattr(app, "state", None), "scheduler", None)
+            self.send_timeout = getattr(sched, "stall_timeout", 60.0)
         try:
             async with anyio.create_task_group() as tg:
                 async def watch():

@@ -78,13 +78,13 @@ async def _job(request: Request, n_allowed: bool) -> Job:
 @router.post("/api/v1/generate")
 async def generate(request: Request):
     job = submit(request, await _job(request, n_allowed=True))
-    return JobResponse(job, GenerateRender(), request.app.state.scheduler.stall_timeout)
+    return JobResponse(job, GenerateRender())
 
 
 @router.post("/api/extra/generate/stream")
 async def generate_stream(request: Request):
     job = submit(request, await _job(request, n_allowed=False))
-    return JobResponse(job, StreamRender(), request.app.state.scheduler.stall_timeout)
+    return JobResponse(job, StreamRender())
 
 
 @router.post("/api/extra/generate/check")
