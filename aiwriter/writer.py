@@ -208,8 +208,10 @@ class Batch:
             owner = self.owners[rows[0]]
             index = torch.tensor(rows, device=self.logits.device)
             try:
-                drawn = next_ids(self.logits.index_select(0, index), [self.streams[i] for i in rows],
-                                 self._generators.get(key))
+                logits = self.logits.index_select(0, index)
+                streams = [self.streams[i] for i in rows]
+                drawn = next_ids(logits, streams, self._generators.get(key))
+                record_logprobs(logits, streams, drawn)
             except AIWriterError as e:  # e.g. NaN logits: this group stops, the others go on
                 out.failed.append((owner, e))
                 failed.add(key)

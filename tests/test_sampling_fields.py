@@ -11,7 +11,9 @@ from aiwriter import write_command
 from aiwriter.errors import AIWriterError
 from aiwriter.sampling import DEFAULTS, FIELD, FIELDS, SamplingSettings
 from aiwriter.server.app import ServerSettings, create_app
-from aiwriter.server.common import SAMPLING_FIELDS, ApiError, Fields, sampling_from
+from aiwriter.server.fields import Fields
+from aiwriter.server.replies import ApiError
+from aiwriter.server.sampling_fields import SAMPLING_FIELDS, sampling_from
 from aiwriter.settings import WriteConfig, load_write_config
 
 NAMES = [f.name for f in FIELDS]

@@ -30,12 +30,14 @@ class Job:
     origin: str = ""          # "openai", "kobold", ...: what an abort without a key stops
     key: str = ""             # a client's handle (KoboldAI genkey) for abort and polling
     id: str = field(default_factory=lambda: f"{next(_ids)}")
+    logprobs: int | None = None  # OpenAI logprobs: None off, else how many alternatives per token
 
     def __post_init__(self):
         self.cancelled = threading.Event()
         self.texts = [""] * self.n          # what each run has written so far
         self.finish = [None] * self.n       # "length" | "stop" per run once done
         self.info: dict = {}                # filled when the job starts (model, seed, prompt size)
+        self.logprob_lists: list = [None] * self.n  # per run: (id, logprob, top) per token, if asked
         self.done = False
         self.emitted = 0                    # chars sent to the event loop (the scheduler counts)
         self.taken = 0                      # chars the response has taken (the event loop counts)

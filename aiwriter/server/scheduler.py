@@ -266,6 +266,10 @@ class Scheduler:
         reading = task.reading()
         model = self.writer.model
         streams = [Stream(model, reading, job.length, job.settings, run=i) for i in range(job.n)]
+        if job.logprobs is not None:
+            for s in streams:
+                s.logprobs, s.top_logprobs = [], job.logprobs
+        job.logprob_lists = [s.logprobs for s in streams]
         seed = job.seed if job.seed is not None else random.randrange(2**31)
         # a CPU generator: the same seed gives the same draws on any device (sampling.draw)
         generator = torch.Generator().manual_seed(seed)

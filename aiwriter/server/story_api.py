@@ -11,7 +11,9 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from aiwriter.errors import AIWriterError
-from aiwriter.server.common import ApiError, Fields, read_json
+from aiwriter.server.bodies import read_json
+from aiwriter.server.fields import Fields
+from aiwriter.server.replies import ApiError
 from aiwriter.server.documents import _call
 from aiwriter.story import AssemblySettings, Lorebook, assemble, from_dict, to_dict, to_lite, to_novelai
 from aiwriter.story.context import MAX_BUDGET
