@@ -1,3 +1,3 @@
-from aiwriter.cli import main
+from aiwriter.commands import main
 
 raise SystemExit(main())

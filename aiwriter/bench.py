@@ -15,7 +15,6 @@ unless --quick, which runs tiny shapes in this process, for tests. Measured per 
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -25,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -59,13 +59,15 @@ DECODE_WINDOWS = 3
 LOAD_MODEL_MODES = ("aiwriter fp32", "aiwriter bf16", "aiwriter int8", "aiwriter int4")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="输出 JSON / print JSON")
-    p.add_argument("--quick", action="store_true", help="极小的模型，几秒跑完（测试用）/ tiny shapes, seconds (for tests)")
-    p.add_argument("--families", default="rwkv4,rwkv7,f1", help="测哪些模型（逗号分隔）/ which models, comma separated")
-    p.add_argument("--engines", default=None, help="只测这些引擎（逗号分隔，如 \"aiwriter int8,rwkv fp32\"）/ only these engines")
-    p.add_argument("--threads", type=int, default=0, help="torch 线程数（0：默认）/ torch threads (0: torch's default)")
-    p.add_argument("--out", default=None, help="把 JSON 结果另存到文件 / also save the JSON results to this file")
+@dataclass
+class BenchSettings:
+    """`aiwriter bench`'s settings (aiwriter/commands/bench.py fills them from its flags)."""
+    json: bool = False                   # print the JSON report instead of the table
+    quick: bool = False                  # tiny shapes, in this process (tests)
+    families: str = "rwkv4,rwkv7,f1"     # comma separated
+    engines: str | None = None           # comma separated; None: all
+    threads: int = 0                     # torch threads; 0: torch's default
+    out: str | None = None               # also save the JSON report here
 
 
 # ----------------------------------------------------------------------------------------------
@@ -445,7 +447,7 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
+def run(args: BenchSettings) -> int:
     from aiwriter.errors import AIWriterError
 
     shapes = QUICK if args.quick else FULL
@@ -497,13 +499,3 @@ def run(args) -> int:
               f" yardsticks {m['omp_wait_policy']['yardsticks']}")
         print(table(report))
     return 1 if any("error" in r for r in results) else 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="aiwriter bench", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

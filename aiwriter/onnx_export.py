@@ -9,7 +9,6 @@ names and its initial value for one stream (JSON + base64), so a runner needs no
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
@@ -24,19 +23,6 @@ SUPPORTED = ("rwkv4", "rwkv5", "rwkv6", "rwkv7")
 OPSET = 18
 META_PREFIX = "aiwriter."
 PROTO_LIMIT = int(1.8 * 2**30)  # bytes of tensors above which files keep them outside (protobuf's 2 GB)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="模型文件 (.pth / .safetensors) / model file")
-    p.add_argument("out", help="输出的 ONNX 文件 / the ONNX file to write")
-    p.add_argument("--vocab", help="词表文件（会复制到输出文件旁）/ vocab file (copied beside the output)")
-    kind = p.add_mutually_exclusive_group()
-    kind.add_argument("--int8", action="store_true",
-                      help="矩阵权重存为 int8（每个输出通道一个比例，onnxruntime 动态量化）/ "
-                           "int8 matrix weights (per output channel, onnxruntime dynamic quantization)")
-    kind.add_argument("--int4", action="store_true",
-                      help="矩阵权重存为 4 位（每 128 个一个比例，MatMulNBits，与 --dtype int4 相同）/ "
-                           "4-bit matrix weights (blocks of 128, MatMulNBits; as --dtype int4)")
 
 
 def _step_module(net):
@@ -185,16 +171,15 @@ def export_onnx(net, out: Path, int8: bool = False, int4: bool = False) -> Path:
     return out
 
 
-def run(args) -> int:
+def export_model_file(model, out, vocab=None, int8: bool = False, int4: bool = False):
+    """Export the model file `model` to the ONNX file `out`, its vocab copied beside it (for the
+    runner). Returns the loaded engine.Model (for the caller's report)."""
     from aiwriter.engine import _find_vocab, load_model
 
-    src, out = Path(args.model), Path(args.out)
-    model = load_model(src, vocab=args.vocab)
-    export_onnx(model.net, out, int8=args.int8, int4=args.int4)
-    vocab = Path(args.vocab) if args.vocab else _find_vocab(src)
-    if vocab is not None and vocab.is_file():
-        shutil.copyfile(vocab, out.with_suffix(vocab.suffix if vocab.suffix else ".json"))
-    kind = "int8" if args.int8 else "int4" if args.int4 else "fp32"
-    print(f"已写出 {out}（{model.family}，{kind}，一步 RNN，状态 {len(model.new_state().data)} 项）/ wrote {out} "
-          f"({model.family}, {kind}, one RNN step, {len(model.new_state().data)} state tensors)")
-    return 0
+    src, out = Path(model), Path(out)
+    loaded = load_model(src, vocab=vocab)
+    export_onnx(loaded.net, out, int8=int8, int4=int4)
+    vocab_path = Path(vocab) if vocab else _find_vocab(src)
+    if vocab_path is not None and vocab_path.is_file():
+        shutil.copyfile(vocab_path, out.with_suffix(vocab_path.suffix if vocab_path.suffix else ".json"))
+    return loaded

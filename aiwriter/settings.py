@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiwriter import paths
 from aiwriter.errors import AIWriterError
-from aiwriter.sampling import FIELDS, SamplingSettings
+from aiwriter.sampling_settings import FIELDS, SamplingSettings
 
 
 @dataclass

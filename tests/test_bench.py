@@ -4,12 +4,13 @@ import json
 import pytest
 
 from aiwriter import bench
+from aiwriter.commands import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the rwkv package uses TorchScript
 
 
 def test_quick_json(capsys):
-    assert bench.main(["--quick", "--json", "--threads", "1"]) == 0
+    assert main(["bench", "--quick", "--json", "--threads", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["quick"] is True
     assert report["families"] == ["rwkv4", "rwkv7", "f1"]
@@ -33,11 +34,13 @@ def test_quick_json(capsys):
 def test_table_and_bad_family(capsys):
     from aiwriter.errors import AIWriterError
 
-    assert bench.main(["--quick", "--families", "f1", "--threads", "1"]) == 0
+    assert main(["bench", "--quick", "--families", "f1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "original fp32" in out and "×" in out and "decode targets" in out
     with pytest.raises(AIWriterError):
-        bench.main(["--quick", "--families", "gpt2"])
+        bench.run(bench.BenchSettings(quick=True, families="gpt2"))
+    assert main(["bench", "--quick", "--families", "gpt2"]) == 2
+    assert "unknown families: gpt2" in capsys.readouterr().err
 
 
 def test_case_processes_wait_as_their_users_do(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from aiwriter.cli import main
+from aiwriter.commands import main
 
 ANSI = re.compile(r"\x1b\[")
 

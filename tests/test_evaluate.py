@@ -13,6 +13,7 @@ from aiwriter.engine import Model
 from aiwriter.errors import AIWriterError
 from aiwriter.models.rwkv7 import RWKV7
 from aiwriter.tokenizer import UNKNOWN_CHAR, CharTokenizer, Tokenizer, clean_context
+from aiwriter.commands import eval as command
 from aiwriter.training import evaluate as E
 
 CHARS = ["\n", "却", "说", "那", "人", "走", "进", "门", "来", "，", "。", "天", "色", UNKNOWN_CHAR]
@@ -31,8 +32,8 @@ def tiny_model(tmp_path, zero_head=False, seed=0):
 
 def run_eval(argv) -> int:
     p = argparse.ArgumentParser()
-    E.add_arguments(p)
-    return E.run(p.parse_args(argv))
+    command.add_arguments(p)
+    return command.run(p.parse_args(argv))
 
 
 def direct_nats(net, ids) -> float:
@@ -123,7 +124,7 @@ def test_bad_input(tmp_path):
 
 
 def test_cli_eval_prints_one_json_line(tmp_path, capsys):
-    from aiwriter.cli import main
+    from aiwriter.commands import main
 
     path = tiny_model(tmp_path, zero_head=True)
     assert main(["eval", "--model", str(path), "--text", str(tmp_path / "text.txt"), "--json"]) == 0

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from test_server_api import GREEDY, server_with
 
-from aiwriter.cli import main as cli_main
+from aiwriter.commands import main as cli_main
 from aiwriter.tokenizer import UNKNOWN_CHAR, CharTokenizer
 
 LONE = "\ud800"

@@ -11,7 +11,7 @@ import zipfile
 import torch
 from test_server_api import GREEDY, server_with
 
-from aiwriter.cli import main as cli_main
+from aiwriter.commands import main as cli_main
 
 
 class Payload:

@@ -10,7 +10,7 @@ import pytest
 from test_server_api import GREEDY, double_model, running, server_with
 
 from aiwriter.errors import AIWriterError
-from aiwriter.server import command
+from aiwriter.commands import main as cli_main
 from aiwriter.server.app import ServerSettings, create_app
 
 KEY = "s3cret-Key_123"
@@ -32,7 +32,7 @@ def test_non_loopback_needs_a_key_or_insecure(tmp_path, host):
 
 def test_serve_refuses_a_public_address_before_loading_anything(tmp_path, capsys):
     # the model path does not exist: the refusal must come first, and quickly
-    rc = command.main(["--host", "0.0.0.0", "--port", "0", "--no-browser", "--db", str(tmp_path / "d.db"),
+    rc = cli_main(["serve", "--host", "0.0.0.0", "--port", "0", "--no-browser", "--db", str(tmp_path / "d.db"),
                        "--model", str(tmp_path / "missing.pth")])
     err = capsys.readouterr().err
     assert rc == 2 and "错误" in err and "Error" in err and "--api-key" in err and "--insecure" in err
@@ -40,7 +40,7 @@ def test_serve_refuses_a_public_address_before_loading_anything(tmp_path, capsys
 
 
 def test_bad_cors_origin_is_a_clear_cli_error(tmp_path, capsys):
-    rc = command.main(["--cors-origin", "evil.example/path", "--no-browser", "--db", str(tmp_path / "d.db")])
+    rc = cli_main(["serve", "--cors-origin", "evil.example/path", "--no-browser", "--db", str(tmp_path / "d.db")])
     err = capsys.readouterr().err
     assert rc == 2 and "--cors-origin" in err and "Traceback" not in err
 

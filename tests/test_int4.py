@@ -298,7 +298,7 @@ def test_big_models_keep_tensors_beside_the_graph(tmp_path, cache, monkeypatch):
 
 
 def test_export_onnx_int4_file_runs_alone(tmp_path):
-    from aiwriter.cli import main
+    from aiwriter.commands import main
     from aiwriter.onnx_backend import load_onnx_model
 
     path = _model_file(tmp_path, RWKV7)

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("onnxruntime", reason="the ONNX backend is optional")  # installed in the project venv
 
 import aiwriter
-from aiwriter import write_command
+from aiwriter.commands import write as write_command
 from aiwriter.models.rwkv4 import RWKV4
 from aiwriter.models.rwkv7 import RWKV7
 from aiwriter.onnx_backend import load_onnx_model
@@ -93,7 +93,7 @@ def test_write_backend_onnx_writes_what_torch_writes(pair, tmp_path):
 
 
 def test_export_command_copies_vocab_and_refuses_windowed(tmp_path):
-    from aiwriter import onnx_export
+    from aiwriter.commands import export_onnx as command
     from aiwriter.errors import AIWriterError
     from aiwriter.models.aiwriter_v1 import AIWriterV1
 
@@ -101,9 +101,9 @@ def test_export_command_copies_vocab_and_refuses_windowed(tmp_path):
     torch.save(RWKV4.random_weights(V, 1, 32, 32, seed=1), src)
     _vocab(tmp_path / "m.json")
     p = argparse.ArgumentParser()
-    onnx_export.add_arguments(p)
+    command.add_arguments(p)
     out = tmp_path / "out" / "step.onnx"
-    assert onnx_export.run(p.parse_args([str(src), str(out)])) == 0
+    assert command.run(p.parse_args([str(src), str(out)])) == 0
     assert out.is_file() and (tmp_path / "out" / "step.json").read_bytes() == (tmp_path / "m.json").read_bytes()
     assert load_onnx_model(out).tokenizer.decode([1, 2]) == aiwriter.load_model(src).tokenizer.decode([1, 2])
     with pytest.raises(AIWriterError) as e:

@@ -45,9 +45,12 @@ def tiny_args(data, out, *extra) -> list[str]:
 
 
 def train(argv) -> None:
+    """The flags as `aiwriter train` parses them, run by the library function."""
+    from aiwriter.commands import train as command
+
     p = __import__("argparse").ArgumentParser()
-    T.add_arguments(p)
-    assert T.run(p.parse_args(argv)) == 0
+    command.add_arguments(p)
+    assert T.train(command.settings(p.parse_args(argv))) == 0
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -243,7 +246,7 @@ def test_warns_when_the_eval_file_is_training_data(corpus, tmp_path, capsys):
 
 
 def test_cli_train_reports_bad_input_without_traceback(tmp_path, capsys):
-    from aiwriter.cli import main
+    from aiwriter.commands import main
 
     code = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--max-steps", "1"])
     err = capsys.readouterr().err

@@ -161,13 +161,13 @@ def pack(texts, tokenizer: Tokenizer, out_dir: Path, progress: bool = True) -> P
     path = cache / f"{data_key(texts, tokenizer)}.bin"
     if path.is_file():
         return path
-    from tqdm import tqdm
+    from aiwriter.progress import progress as progress_bar
 
     table = _char_table(tokenizer) if isinstance(tokenizer, CharTokenizer) else None
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        bar = tqdm(total=sum(len(t) for t in texts), unit="char", unit_scale=True, desc="打包 / packing",
-                   disable=not progress, file=sys.stderr)
+        bar = progress_bar(total=sum(len(t) for t in texts), unit="char", unit_scale=True, desc="打包 / packing",
+                           disable=not progress, file=sys.stderr)
         for t in texts:
             f.write(encode_fast(t, tokenizer, table).tobytes())
             bar.update(len(t))

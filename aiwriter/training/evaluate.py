@@ -7,11 +7,10 @@ by the number of chars those tokens spell (for a char vocab: one char per token)
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,13 +41,13 @@ def prepare_text(text: str, tokenizer: Tokenizer, max_chars: int | None = None):
 
 def stream_nats(net, ids, chunk: int = DEFAULT_CHUNK, device="cpu", autocast=None, progress: bool = False) -> float:
     """Sum over t >= 1 of -ln p(ids[t] | ids[:t]), in float64, carrying the state across chunks."""
-    from tqdm import tqdm
+    from aiwriter.progress import progress as progress_bar
 
     ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
     n = len(ids) - 1  # predictions
     state = net.new_state(1)
     total = 0.0
-    bar = tqdm(total=n, unit="char", unit_scale=True, desc="评测 / eval", disable=not progress,
+    bar = progress_bar(total=n, unit="char", unit_scale=True, desc="评测 / eval", disable=not progress,
                file=sys.stderr, leave=False)
     with torch.inference_mode(), (autocast or nullcontext()):
         for s in range(0, n, chunk):
@@ -75,37 +74,33 @@ def evaluate_model(model, text: str, max_chars: int | None = None, chunk: int = 
     return {"nats_per_char": nats / chars, "bits_per_char": nats / chars / math.log(2), "chars": chars}
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="模型文件（默认：内置模型） / model file (default: the built-in model)")
-    p.add_argument("--vocab", default=None, help="词表文件（默认：模型旁的 .json） / vocab file (default: the .json beside the model)")
-    p.add_argument("--text", required=True, help="评测用的文本文件 / text file to score")
-    p.add_argument("--max-chars", type=int, default=None,
-                   help="只评测清理后的前 N 个字 / score only the first N chars (after cleaning)")
-    p.add_argument("--json", action="store_true", help="输出一行 JSON / print one line of JSON")
-    p.add_argument("--device", default="cpu", help="cpu 或 cuda / cpu or cuda")
-    p.add_argument("--dtype", default="fp32", help="fp32、bf16、fp16、int8 或 int4 / fp32, bf16, fp16, int8 or int4")
-    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="每次读入的字数 / tokens per forward chunk")
+@dataclass
+class EvalSettings:
+    """`aiwriter eval`'s settings (aiwriter/commands/eval.py fills them from its flags)."""
+    text: str
+    model: str | None = None  # None: the embedded model
+    vocab: str | None = None
+    max_chars: int | None = None
+    device: str = "cpu"
+    dtype: str = "fp32"
+    chunk: int = DEFAULT_CHUNK
+    progress: bool = True
 
 
-def run(args) -> int:
+def evaluate_file(cfg: EvalSettings) -> dict:
+    """Load the model and score the text file: {"nats_per_char", "bits_per_char", "chars"}."""
     from pathlib import Path
 
     from aiwriter.engine import load_model
     from aiwriter.training.data import read_text
 
-    if args.max_chars is not None and args.max_chars < 1:
+    if cfg.max_chars is not None and cfg.max_chars < 1:
         raise AIWriterError("--max-chars 必须是正整数", "--max-chars must be a positive integer")
-    if args.chunk < 1:
+    if cfg.chunk < 1:
         raise AIWriterError("--chunk 必须是正整数", "--chunk must be a positive integer")
-    text_path = Path(args.text)
+    text_path = Path(cfg.text)
     if not text_path.is_file():
         raise AIWriterError(f"找不到文本文件：{text_path}", f"text file not found: {text_path}")
     text = read_text(text_path)
-    model = load_model(args.model, vocab=args.vocab, device=args.device, dtype=args.dtype)
-    r = evaluate_model(model, text, max_chars=args.max_chars, chunk=args.chunk, progress=True)
-    if args.json:
-        print(json.dumps({"nats_per_char": r["nats_per_char"], "bits_per_char": r["bits_per_char"], "chars": r["chars"]}))
-    else:
-        print(f"每字 {r['nats_per_char']:.4f} 奈特（{r['bits_per_char']:.4f} 比特），共 {r['chars']} 字 / "
-              f"{r['nats_per_char']:.4f} nats/char ({r['bits_per_char']:.4f} bits/char) over {r['chars']} chars")
-    return 0
+    model = load_model(cfg.model, vocab=cfg.vocab, device=cfg.device, dtype=cfg.dtype)
+    return evaluate_model(model, text, max_chars=cfg.max_chars, chunk=cfg.chunk, progress=cfg.progress)

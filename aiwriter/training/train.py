@@ -12,7 +12,6 @@ renamed into place, so a crash never leaves a broken file.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -20,6 +19,7 @@ import platform
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -29,52 +29,47 @@ from aiwriter.errors import AIWriterError
 from aiwriter.training import data as D
 
 CKPT = "ckpt.pt"
+DISPLAY_SECONDS = 2.0  # the progress bar's step, loss and tok/s are refreshed this often
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("数据 / data")
-    g.add_argument("--data", nargs="+", required=True,
-                   help="训练用的 .txt 文件或文件夹（递归查找 *.txt） / .txt files or folders (searched recursively)")
-    g.add_argument("--out", required=True, help="输出文件夹 / output folder")
-    g.add_argument("--vocab", default=None, help="使用现成的词表（AI-Writer JSON） / use this vocab file (AI-Writer JSON)")
-    g.add_argument("--vocab-coverage", type=float, default=0.9995,
-                   help="新词表收录最常用的字，直到覆盖这个比例的文字 / new vocab: the most frequent chars covering this share of the text")
-    g.add_argument("--min-count", type=int, default=None,
-                   help="新词表只收出现至少 N 次的字（代替 --vocab-coverage） / new vocab: chars seen at least N times (instead of --vocab-coverage)")
-    g.add_argument("--eval-file", default=None, help="留出评测文本（不参与训练） / held-out text to evaluate on (never trained on)")
-    g.add_argument("--eval-chars", type=int, default=20000, help="评测其前 N 个字 / score its first N chars")
-    g.add_argument("--eval-every", type=int, default=500, help="每 N 步评测一次 / evaluate every N steps")
-    g = p.add_argument_group("模型 / model")
-    g.add_argument("--init", default=None,
-                   help="在已有的 RWKV-7 模型上继续训练（沿用其词表；同时给 --vocab 则按字换成新词表） / fine-tune this "
-                        "RWKV-7 model (keeps its vocab; with --vocab its rows are carried over to the new vocab by char)")
-    g.add_argument("--layers", type=int, default=6, help="层数 / number of layers")
-    g.add_argument("--embd", type=int, default=256, help="每个字的向量宽度 / embedding width")
-    g.add_argument("--head-size", type=int, default=64, help="注意力头宽度 / head size")
-    g.add_argument("--wkv-chunk", type=int, default=32,
-                   help="WKV 分块长度（1..64，影响速度，不影响结果） / WKV chunk length (1..64: speed, not results)")
-    g = p.add_argument_group("训练 / training")
-    g.add_argument("--ctx-len", type=int, default=256, help="训练窗口长度 / training window length")
-    g.add_argument("--batch-size", type=int, default=16,
-                   help="每步的窗口数（所有进程合计） / windows per step (global, over all processes)")
-    g.add_argument("--lr", type=float, default=1e-3, help="最大学习率 / peak learning rate")
-    g.add_argument("--lr-final", type=float, default=None, help="最终学习率（默认 lr/10） / final learning rate (default lr/10)")
-    g.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="学习率衰减方式 / learning-rate decay")
-    g.add_argument("--warmup", type=int, default=100, help="预热步数 / warmup steps")
-    g.add_argument("--max-steps", type=int, default=None, help="训练步数上限 / stop after N steps")
-    g.add_argument("--max-minutes", type=float, default=None,
-                   help="训练时间上限（分钟，学习率按时间衰减） / stop after N minutes (the LR decays over this time)")
-    g.add_argument("--weight-decay", type=float, default=0.1, help="权重衰减（只用于矩阵） / weight decay (matrices only)")
-    g.add_argument("--grad-clip", type=float, default=1.0, help="梯度裁剪（0 关闭） / gradient-norm clip (0: off)")
-    g.add_argument("--seed", type=int, default=0, help="随机种子 / random seed")
-    g.add_argument("--device", default="cpu", help="cpu 或 cuda / cpu or cuda")
-    g.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="计算精度：bf16 为自动混合精度（auto：cuda 用 bf16，cpu 用 fp32） / compute: bf16 autocast (auto: bf16 on cuda, fp32 on cpu)")
-    g.add_argument("--save-dtype", choices=["fp32", "bf16"], default="fp32", help="model.pth 的精度 / dtype of model.pth")
-    g.add_argument("--save-every", type=int, default=None, help="每 N 步存一次检查点（默认同 --eval-every） / checkpoint every N steps (default: --eval-every)")
-    g.add_argument("--resume", action="store_true", help="从 --out 里的 ckpt.pt 接着训练 / continue from ckpt.pt in --out")
-    g.add_argument("--threads", type=int, default=None, help="CPU 线程数 / CPU threads")
-    g.add_argument("--no-progress", action="store_true", help="不显示进度条 / no progress bar")
+@dataclass
+class TrainSettings:
+    """Everything a run needs; `aiwriter train` fills it from its flags (aiwriter/commands/train.py)."""
+    # data
+    data: list[str]
+    out: str
+    vocab: str | None = None
+    vocab_coverage: float = 0.9995
+    min_count: int | None = None
+    eval_file: str | None = None
+    eval_chars: int = 20000
+    eval_every: int = 500
+    # model
+    init: str | None = None
+    layers: int = 6
+    embd: int = 256
+    head_size: int = 64
+    wkv_chunk: int = 32
+    # training
+    ctx_len: int = 256
+    batch_size: int = 16
+    lr: float = 1e-3
+    lr_final: float | None = None
+    schedule: str = "cosine"  # or "linear"
+    warmup: int = 100
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "auto"  # "auto", "fp32" or "bf16" (autocast; the recurrence stays fp32)
+    compile: bool = False  # torch.compile the forward pass
+    save_dtype: str = "fp32"
+    save_every: int | None = None
+    resume: bool = False
+    threads: int | None = None
+    progress: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,36 +81,56 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _plain_args(args) -> dict:
-    """The run's settings as JSON-able values (the CLI adds its handler function to args)."""
-    return {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
+def _plain_args(cfg: TrainSettings) -> dict:
+    """The run's settings as JSON-able values."""
+    return {k: [str(x) for x in v] if isinstance(v, (list, tuple)) else v for k, v in asdict(cfg).items()}
 
 
 def _atomic_json(obj, path: Path) -> None:
     D.atomic_write_bytes(path, (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
 
 
-def lr_at(args, step: int, progress: float) -> float:
+def lr_at(cfg: TrainSettings, step: int, progress: float) -> float:
     """Linear warmup over --warmup steps, then cosine or linear decay to lr_final over the run's
     progress (0..1: the larger of steps done / max_steps and time used / max_minutes)."""
-    lr_final = args.lr / 10 if args.lr_final is None else args.lr_final
+    lr_final = cfg.lr / 10 if cfg.lr_final is None else cfg.lr_final
     p = min(max(progress, 0.0), 1.0)
-    if args.schedule == "cosine":
-        lr = lr_final + (args.lr - lr_final) * 0.5 * (1 + math.cos(math.pi * p))
+    if cfg.schedule == "cosine":
+        lr = lr_final + (cfg.lr - lr_final) * 0.5 * (1 + math.cos(math.pi * p))
     else:
-        lr = args.lr + (lr_final - args.lr) * p
-    if args.warmup > 0 and step < args.warmup:
-        lr *= (step + 1) / args.warmup
+        lr = cfg.lr + (lr_final - cfg.lr) * p
+    if cfg.warmup > 0 and step < cfg.warmup:
+        lr *= (step + 1) / cfg.warmup
     return lr
 
 
-def _progress(args, step: int, elapsed: float) -> float:
+def _progress(cfg: TrainSettings, step: int, elapsed: float) -> float:
     p = 0.0
-    if args.max_steps:
-        p = max(p, step / args.max_steps)
-    if args.max_minutes:
-        p = max(p, elapsed / (args.max_minutes * 60))
+    if cfg.max_steps:
+        p = max(p, step / cfg.max_steps)
+    if cfg.max_minutes:
+        p = max(p, elapsed / (cfg.max_minutes * 60))
     return p
+
+
+class RateWindow:
+    """When the progress display is due (every `seconds`, and on the first step), and the tokens/s
+    since it was last shown. Its window is its own: the history's 10-step window must not reset it,
+    or steps faster than seconds/10 would never be shown."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.t, self.tokens = seconds, 0.0, 0
+
+    def start(self, now: float, tokens: int) -> None:
+        self.t, self.tokens = now, tokens
+
+    def due(self, now: float, tokens: int, first: bool = False) -> float | None:
+        """tokens/s over the window if the display is due now (the window restarts), else None."""
+        if not first and now - self.t < self.seconds:
+            return None
+        rate = (tokens - self.tokens) / max(now - self.t, 1e-9)
+        self.start(now, tokens)
+        return rate
 
 
 def _param_groups(net, weight_decay: float):
@@ -190,31 +205,31 @@ class _Dist:
             self.dist.destroy_process_group()
 
 
-def _check_args(args, ddp: _Dist) -> None:
+def _check_args(cfg: TrainSettings, ddp: _Dist) -> None:
     def bad(zh, en):
         raise AIWriterError(zh, en)
 
-    if not 1 <= args.wkv_chunk <= 64:
+    if not 1 <= cfg.wkv_chunk <= 64:
         bad("--wkv-chunk 必须在 1 到 64 之间", "--wkv-chunk must be between 1 and 64")
     for name in ("layers", "embd", "head_size", "ctx_len", "batch_size", "eval_every", "eval_chars"):
-        if getattr(args, name) < 1:
+        if getattr(cfg, name) < 1:
             bad(f"--{name.replace('_', '-')} 必须是正整数", f"--{name.replace('_', '-')} must be a positive integer")
-    if args.embd % args.head_size:
+    if cfg.embd % cfg.head_size:
         bad("--embd 必须是 --head-size 的整数倍", "--embd must be a multiple of --head-size")
-    if args.batch_size % ddp.world:
-        bad(f"--batch-size（{args.batch_size}）必须能被进程数 {ddp.world} 整除",
-            f"--batch-size ({args.batch_size}) must be divisible by the number of processes ({ddp.world})")
-    if not args.max_steps and not args.max_minutes:
+    if cfg.batch_size % ddp.world:
+        bad(f"--batch-size（{cfg.batch_size}）必须能被进程数 {ddp.world} 整除",
+            f"--batch-size ({cfg.batch_size}) must be divisible by the number of processes ({ddp.world})")
+    if not cfg.max_steps and not cfg.max_minutes:
         bad("请给出 --max-steps 或 --max-minutes", "give --max-steps or --max-minutes")
-    if args.lr <= 0:
+    if cfg.lr <= 0:
         bad("--lr 必须大于 0", "--lr must be positive")
-    out = Path(args.out)
+    out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         bad(f"输出路径已存在且不是文件夹：{out}", f"output path exists and is not a folder: {out}")
 
 
-def _autocast(args, device: torch.device):
-    dtype = args.dtype
+def _autocast(cfg: TrainSettings, device: torch.device):
+    dtype = cfg.dtype
     if dtype == "auto":
         dtype = "bf16" if device.type == "cuda" else "fp32"
     if dtype == "bf16":
@@ -225,26 +240,26 @@ def _autocast(args, device: torch.device):
 # ---------------------------------------------------------------------------------------------
 # the run
 
-def _prepare_data(args, ddp: _Dist, init_tokenizer):
+def _prepare_data(cfg: TrainSettings, ddp: _Dist, init_tokenizer):
     """Rank 0 reads, builds the vocab and packs; every rank gets (packed path, tokenizer)."""
     from aiwriter.tokenizer import CharTokenizer, load_tokenizer
 
     msg = None
     if ddp.main:
         try:
-            if args.eval_file and Path(args.eval_file).resolve() in {f.resolve() for f in D.collect_files(args.data)}:
-                print(f"警告：评测文件 {args.eval_file} 也在训练数据里，评测结果会偏低 / warning: the eval file "
-                      f"{args.eval_file} is also in the training data, so its figure will be too low", file=sys.stderr)
-            texts = [t for _, t in D.load_texts(args.data)]
-            if args.vocab:
-                tok = load_tokenizer(args.vocab)
+            if cfg.eval_file and Path(cfg.eval_file).resolve() in {f.resolve() for f in D.collect_files(cfg.data)}:
+                print(f"警告：评测文件 {cfg.eval_file} 也在训练数据里，评测结果会偏低 / warning: the eval file "
+                      f"{cfg.eval_file} is also in the training data, so its figure will be too low", file=sys.stderr)
+            texts = [t for _, t in D.load_texts(cfg.data)]
+            if cfg.vocab:
+                tok = load_tokenizer(cfg.vocab)
             elif init_tokenizer is not None:
                 tok = init_tokenizer
             else:
-                tok = D.build_vocab(texts, coverage=args.vocab_coverage, min_count=args.min_count)
-            out = Path(args.out)
+                tok = D.build_vocab(texts, coverage=cfg.vocab_coverage, min_count=cfg.min_count)
+            out = Path(cfg.out)
             out.mkdir(parents=True, exist_ok=True)
-            path = D.pack(texts, tok, out, progress=not args.no_progress)
+            path = D.pack(texts, tok, out, progress=cfg.progress)
             n_chars = sum(len(t) for t in texts)
             msg = ("ok", str(path), tok.to_json() if isinstance(tok, CharTokenizer) else None, n_chars)
         except AIWriterError as e:
@@ -254,26 +269,26 @@ def _prepare_data(args, ddp: _Dist, init_tokenizer):
         raise AIWriterError(msg[1], msg[2])
     _, path, vocab_json, n_chars = msg
     if not ddp.main:
-        tok = init_tokenizer if init_tokenizer is not None and not args.vocab else CharTokenizer(
+        tok = init_tokenizer if init_tokenizer is not None and not cfg.vocab else CharTokenizer(
             {int(k): v for k, v in json.loads(vocab_json).items()})
     return Path(path), tok, n_chars
 
 
-def _build_net(args, vocab_size: int, device):
+def _build_net(cfg: TrainSettings, vocab_size: int, device):
     from aiwriter.models.rwkv7 import RWKV7
 
-    if args.init:
+    if cfg.init:
         from aiwriter.engine import load_model
 
-        m = load_model(args.init, device="cpu", dtype=torch.float32)
+        m = load_model(cfg.init, device="cpu", dtype=torch.float32)
         if m.family != "rwkv7":
             raise AIWriterError(f"--init 只支持 RWKV-7 模型，这是 {m.family}", f"--init supports RWKV-7 models only; this is {m.family}")
         net, tok = m.net, m.tokenizer
     else:
-        w = RWKV7.init_weights(vocab_size, args.layers, args.embd, head_size=args.head_size, seed=args.seed)
+        w = RWKV7.init_weights(vocab_size, cfg.layers, cfg.embd, head_size=cfg.head_size, seed=cfg.seed)
         net, tok = RWKV7.from_weights(w), None
     net = net.to(device=device, dtype=torch.float32).train()
-    net.chunk_len = args.wkv_chunk
+    net.chunk_len = cfg.wkv_chunk
     for p in net.parameters():
         p.requires_grad_(True)
     return net, tok
@@ -320,28 +335,28 @@ def save_model(net, out: Path, tokenizer, dtype: str = "fp32") -> Path:
     return path
 
 
-def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ddp = _Dist(args.device)
+def train(cfg: TrainSettings) -> int:
+    """Run (or resume) one training run; returns 0. Bad input raises AIWriterError."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ddp = _Dist(cfg.device)
     try:
-        return _train(args, ddp)
+        return _train(cfg, ddp)
     finally:
         ddp.close()
 
 
-def _train(args, ddp: _Dist) -> int:
-    from tqdm import tqdm
-
+def _train(cfg: TrainSettings, ddp: _Dist) -> int:
+    from aiwriter.progress import progress as progress_bar
     from aiwriter.training.evaluate import prepare_text, stream_nats
     from aiwriter.training.plot import plot_history
 
-    _check_args(args, ddp)
-    out = Path(args.out)
+    _check_args(cfg, ddp)
+    out = Path(cfg.out)
     device = ddp.device
     ckpt_path = out / CKPT
     ckpt = None
-    if args.resume:
+    if cfg.resume:
         if not ckpt_path.is_file():
             raise AIWriterError(f"没有可接续的检查点：{ckpt_path}", f"no checkpoint to resume from: {ckpt_path}")
         try:
@@ -349,13 +364,13 @@ def _train(args, ddp: _Dist) -> int:
         except Exception as e:  # a checkpoint we cannot read is a user-facing problem
             raise AIWriterError(f"检查点已损坏：{ckpt_path}", f"checkpoint is corrupt: {ckpt_path} ({type(e).__name__})")
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(cfg.seed)
     # --init: the model brings its tokenizer; load it before packing so the data uses that vocab
-    net, init_tok = _build_net(args, 0, device) if args.init else (None, None)
-    packed, tok, n_chars = _prepare_data(args, ddp, init_tok)
+    net, init_tok = _build_net(cfg, 0, device) if cfg.init else (None, None)
+    packed, tok, n_chars = _prepare_data(cfg, ddp, init_tok)
     if net is None:
-        net, _ = _build_net(args, tok.vocab_size, device)
-    elif args.vocab:
+        net, _ = _build_net(cfg, tok.vocab_size, device)
+    elif cfg.vocab:
         if not hasattr(init_tok, "stoi") or not hasattr(tok, "itos"):
             raise AIWriterError("--init 加 --vocab 只支持字级词表", "--init with --vocab needs char vocabs on both sides")
         n_new = remap_vocab(net, init_tok, tok)
@@ -366,8 +381,9 @@ def _train(args, ddp: _Dist) -> int:
     if tok.vocab_size > facts["vocab_size"]:
         raise AIWriterError("词表比模型的输出多", "the vocab has more entries than the model has outputs")
 
+    forward = torch.compile(net) if cfg.compile else net  # same parameters; eval and saving use `net`
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(_param_groups(net, args.weight_decay), lr=args.lr, betas=(0.9, 0.99), eps=1e-8,
+    opt = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8,
                             fused=False)
     step, tokens, elapsed0 = 0, 0, 0.0
     history = {"train": [], "eval": []}
@@ -384,11 +400,11 @@ def _train(args, ddp: _Dist) -> int:
         torch.set_rng_state(ckpt["rng"])
 
     eval_ids = eval_chars = None
-    if args.eval_file and ddp.main:
-        eval_ids, eval_chars = prepare_text(D.read_text(Path(args.eval_file)), tok, args.eval_chars)
-    amp = _autocast(args, device)
-    local_b = args.batch_size // ddp.world
-    save_every = args.save_every or args.eval_every
+    if cfg.eval_file and ddp.main:
+        eval_ids, eval_chars = prepare_text(D.read_text(Path(cfg.eval_file)), tok, cfg.eval_chars)
+    amp = _autocast(cfg, device)
+    local_b = cfg.batch_size // ddp.world
+    save_every = cfg.save_every or cfg.eval_every
     V = facts["vocab_size"]
 
     def evaluate() -> float | None:
@@ -406,63 +422,65 @@ def _train(args, ddp: _Dist) -> int:
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": opt.state_dict(), "step": step, "tokens": tokens, "elapsed": elapsed,
             "rng": torch.get_rng_state(), "data_key": packed.stem, "history": json.dumps(history),
-            "args": json.dumps(_plain_args(args), ensure_ascii=False),
+            "args": json.dumps(_plain_args(cfg), ensure_ascii=False),
         }, ckpt_path)
         _atomic_json(history, out / "history.json")
         try:
             plot_history(history, out / "loss.png")
         except Exception as e:  # a plotting failure must never stop training
-            tqdm.write(f"loss.png not written: {e}", file=sys.stderr)
-        save_model(net, out, tok, args.save_dtype)
+            bar.write(f"loss.png not written: {e}", file=sys.stderr)
+        save_model(net, out, tok, cfg.save_dtype)
         _atomic_json({
-            "model": facts, "data": [str(p) for p in args.data], "data_chars": n_chars,
+            "model": facts, "data": [str(p) for p in cfg.data], "data_chars": n_chars,
             "data_tokens": int(len(data)), "vocab_size": tok.vocab_size, "steps": step,
             "tokens_seen": tokens, "wall_seconds": round(elapsed, 1), "world_size": ddp.world,
             "device": str(device), "cpu": platform.processor() or platform.machine(),
             "torch_threads": torch.get_num_threads(), "final": final,
             "last_train_loss": history["train"][-1]["loss"] if history["train"] else None,
             "last_eval": history["eval"][-1] if history["eval"] else None,
-            "command": " ".join(sys.argv), "args": _plain_args(args),
+            "command": " ".join(sys.argv), "args": _plain_args(cfg),
         }, out / "train.json")
 
     if ddp.main:
         print(f"模型 / model: RWKV-7 L{facts['n_layer']} C{facts['n_embd']} V{V}, {facts['params'] / 1e6:.2f}M params; "
               f"data {len(data):,} tokens; world {ddp.world}; device {device}; threads {torch.get_num_threads()}",
               file=sys.stderr)
-    use_time = not args.max_steps
-    bar = tqdm(total=int(args.max_minutes * 60) if use_time else args.max_steps,
-               initial=int(elapsed0) if use_time else step, unit="s" if use_time else "step",
-               disable=args.no_progress or not ddp.main, file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
+    use_time = not cfg.max_steps
+    bar = progress_bar(total=int(cfg.max_minutes * 60) if use_time else cfg.max_steps,
+                       initial=int(elapsed0) if use_time else step, unit="s" if use_time else "step",
+                       disable=not cfg.progress or not ddp.main, file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
+    shown = RateWindow(DISPLAY_SECONDS)  # the bar's figures: its own window, apart from the history's
     t_start = time.time()
     elapsed = elapsed0
     ema, win_tokens, win_t, win_loss, win_n = None, 0, time.time(), 0.0, 0
+    shown.start(time.time(), tokens)
     while True:
         elapsed = ddp.broadcast_float(elapsed0 + time.time() - t_start)
-        if (args.max_steps and step >= args.max_steps) or (args.max_minutes and elapsed >= args.max_minutes * 60):
+        if (cfg.max_steps and step >= cfg.max_steps) or (cfg.max_minutes and elapsed >= cfg.max_minutes * 60):
             break
-        lr = lr_at(args, step, _progress(args, step, elapsed))
+        lr = lr_at(cfg, step, _progress(cfg, step, elapsed))
         for group in opt.param_groups:
             group["lr"] = lr
-        offs = D.batch_offsets(len(data), args.ctx_len, args.batch_size, args.seed, step)
-        x, y = D.get_batch(data, offs[ddp.rank * local_b:(ddp.rank + 1) * local_b], args.ctx_len)
+        offs = D.batch_offsets(len(data), cfg.ctx_len, cfg.batch_size, cfg.seed, step)
+        x, y = D.get_batch(data, offs[ddp.rank * local_b:(ddp.rank + 1) * local_b], cfg.ctx_len)
         x = torch.from_numpy(x).to(device)
         y = torch.from_numpy(y).to(device)
         with amp():
-            logits, _ = net(x, net.new_state(local_b), all_logits=True)
+            logits, _ = forward(x, net.new_state(local_b), all_logits=True)
         loss = F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1))
         if not torch.isfinite(loss):
             raise AIWriterError(f"第 {step} 步损失变成了 {float(loss)}：请降低 --lr", f"loss became {float(loss)} at step {step}: lower --lr")
         loss.backward()
         ddp.average_grads(params)
-        if args.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        tokens += args.batch_size * args.ctx_len
+        tokens += cfg.batch_size * cfg.ctx_len
         lv = float(loss.detach())  # this rank's loss; the logged figure is rank 0's share of the batch
         ema = lv if ema is None else 0.98 * ema + 0.02 * lv
-        win_tokens += args.batch_size * args.ctx_len
+        win_tokens += cfg.batch_size * cfg.ctx_len
         win_loss += lv
         win_n += 1
         now = time.time()
@@ -472,14 +490,15 @@ def _train(args, ddp: _Dist) -> int:
                 bar.update(max(0, int(elapsed) - bar.n))
             else:
                 bar.update(1)
-            if now - win_t >= 2.0 or step == 1:
-                bar.set_postfix_str(f"step {step} loss {ema:.3f} lr {lr:.2e} {win_tokens / (now - win_t):.0f} tok/s")
+            rate = shown.due(now, tokens, first=step == 1)
+            if rate is not None:
+                bar.set_postfix_str(f"step {step} loss {ema:.3f} lr {lr:.2e} {rate:.0f} tok/s")
         if step % 10 == 0 or step == 1:
             history["train"].append({"step": step, "tokens": tokens, "elapsed": round(elapsed, 1),
                                      "loss": win_loss / win_n, "lr": lr,
                                      "tok_per_s": round(win_tokens / max(now - win_t, 1e-9), 1)})
             win_tokens, win_t, win_loss, win_n = 0, now, 0.0, 0
-        if step % args.eval_every == 0 and ddp.main:
+        if step % cfg.eval_every == 0 and ddp.main:
             ev = evaluate()
             if ev is not None:
                 history["eval"].append({"step": step, "tokens": tokens, "elapsed": round(elapsed, 1), "nats_per_char": ev})

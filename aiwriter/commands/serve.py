@@ -10,8 +10,13 @@ import threading
 import webbrowser
 from urllib.parse import quote, urlsplit
 
+from aiwriter.commands.common import add_model_flags, check_backend, check_threads, check_vocab, model_loader
 from aiwriter.errors import AIWriterError
 
+NAME = "serve"
+HELP = "打开网页写作界面 / open the web writer"
+DESCRIPTION = ("在本机启动写作网页和 API（OpenAI、KoboldAI 兼容）/ run the writing page and the APIs (OpenAI, KoboldAI "
+               "compatible) locally")
 DEFAULT_PORT = 8266
 
 
@@ -19,15 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="监听地址（默认只对本机开放）/ address to listen on (default: this computer only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"端口（默认 {DEFAULT_PORT}，0 表示随便一个空闲端口）/ port (default {DEFAULT_PORT}; 0: any free port)")
-    p.add_argument("--model", "-m", help="启动时载入的模型文件（默认内置模型）/ model file to load (default: the embedded model)")
-    p.add_argument("--vocab", help="--model 的词表文件 / vocab file for --model")
+    add_model_flags(p, backend=True)
     p.add_argument("--models-dir", help="模型文件夹：其中的 *.pth、*.safetensors 可在网页上选择 / folder whose *.pth and *.safetensors files the page offers")
     p.add_argument("--db", help="文稿数据库文件（SQLite）/ manuscript database file (SQLite)")
-    p.add_argument("--device", default="cpu", help="cpu 或 cuda / cpu or cuda")
-    p.add_argument("--dtype", help="fp32、fp16、bf16（GPU）；int4、int8、bf16（CPU 更快）/ "
-                                   "fp32, fp16, bf16 (GPU); int4, int8, bf16 (faster on CPU)")
-    p.add_argument("--threads", type=int, help="CPU 线程数（默认：小模型 1，大模型全部核心）/ CPU threads (default: 1 for small "
-                                                "models, all cores for big ones)")
     p.add_argument("--max-batch", type=int, default=16, help="同时写的最多条数（一次前向）/ most streams written together in one forward (default 16)")
     p.add_argument("--max-queue", type=int, default=32, help="排队请求的上限，超出回答 429 / most queued requests; more get 429 (default 32)")
     p.add_argument("--max-body", type=int, default=4 * 2**20, help="请求体上限（字节，默认 4 MB）/ request body limit in bytes (default 4 MB)")
@@ -82,19 +81,20 @@ def run(args) -> int:
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/")):
             raise AIWriterError(f"--cors-origin 应为网址的开头，如 http://localhost:5000（收到 {origin!r}）",
                                 f"--cors-origin must be an origin such as http://localhost:5000 (got {origin!r})")
+    check_threads(args.threads)
+    check_backend(args.backend, args.dtype)
     settings = ServerSettings(model=args.model, vocab=args.vocab, models_dir=args.models_dir, db=args.db, host=args.host,
-                              device=args.device, dtype=args.dtype, max_batch=args.max_batch, max_queue=args.max_queue,
+                              device=args.device or "cpu", dtype=args.dtype, max_batch=args.max_batch, max_queue=args.max_queue,
                               max_body=args.max_body, max_n=min(8, args.max_batch), api_key=args.api_key,
                               insecure=args.insecure, cors_origins=tuple(args.cors_origin), log_prompts=args.log_prompts)
-    if args.threads is not None and not 1 <= args.threads <= 1024:
-        raise AIWriterError("--threads 应在 1 到 1024 之间", "--threads must be between 1 and 1024")
     check_exposure(settings)  # before loading anything: a refused start is quick
     configure_threads(None, args.threads)  # before loading: onnxruntime sessions take the count when made
     raise_open_file_limit()  # before the connection cap is worked out from it
     sock = _bind(args.host, args.port)
     try:
-        app = create_app(settings)  # loads the model and opens the database: errors surface here
-        app.state.scheduler.model.tokenizer.encode("\n")  # a model without a usable vocab fails now, not per request
+        # loads the model and opens the database: errors surface here
+        app = create_app(settings, loader=model_loader(args.backend) if args.backend != "torch" else None)
+        check_vocab(app.state.scheduler.model)  # a model without a usable vocab fails now, not per request
         configure_threads(app.state.scheduler.model, args.threads)  # before the first request's step
     except BaseException:
         if "app" in locals():
@@ -127,20 +127,3 @@ def run(args) -> int:
         threading.Timer(0.5, webbrowser.open, [opened]).start()
     uvicorn.Server(server_config(app, timeout_graceful_shutdown=3)).run(sockets=[sock])
     return 0
-
-
-def main(argv=None) -> int:
-    """`python -m aiwriter.server.command`: the same command without the rest of the CLI."""
-    from aiwriter.cli import print_error
-
-    p = argparse.ArgumentParser(prog="aiwriter serve")
-    add_arguments(p)
-    try:
-        return run(p.parse_args(argv))
-    except AIWriterError as e:
-        print_error(e.zh, e.en)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,9 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+from aiwriter.commands.common import add_model_flags, check_backend, check_threads, check_vocab, model_loader
 from aiwriter.errors import AIWriterError
-from aiwriter.sampling import FIELDS
+from aiwriter.sampling_fields import FIELDS
 from aiwriter.settings import WriteConfig, load_write_config
+
+NAME = "write"
+HELP = "续写开头 / continue an opening"
+DESCRIPTION = "续写开头，写多少遍 × 每次多少字 / continue an opening, N runs of L chars"
 
 YELLOW, DIM, RESET = "\x1b[93m", "\x1b[2m", "\x1b[0m"
 INDENT = "\u3000"  # the seed shows each paragraph with a full-width indent
@@ -26,15 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         flags = (f.flag, f.short_flag) if f.short_flag else (f.flag,)
         p.add_argument(*flags, type=f.kind, help=f"{f.help[0]}（默认 {f.default:g}）/ {f.help[1]} (default {f.default:g})")
     p.add_argument("--stop", action="append", help="遇到这段文字就停（可多次）/ stop at this string (repeatable)")
-    p.add_argument("--model", "-m", help="模型文件（默认内置模型）/ model file (default: the embedded model)")
-    p.add_argument("--vocab", help="词表文件 / vocab file")
-    p.add_argument("--device", help="cpu 或 cuda / cpu or cuda")
-    p.add_argument("--dtype", help="fp32、fp16、bf16（GPU）；int4（CPU 最快）、int8、bf16（CPU 更快）/ "
-                        "fp32, fp16, bf16 (GPU); int4 (fastest on CPU), int8, bf16 (faster on CPU)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="推理后端：torch（默认）或 onnx（onnxruntime）/ inference backend: torch (default) or onnx (onnxruntime)")
-    p.add_argument("--threads", type=int, help="CPU 线程数（默认：小模型 1，大模型全部核心）/ CPU threads (default: 1 for small "
-                                                "models, all cores for big ones)")
+    add_model_flags(p, backend=True)
     p.add_argument("--seed", type=int, help="随机种子：同一种子写出同样的文字 / random seed: same seed, same text")
     p.add_argument("--batch", type=int, help="同时写几遍（默认 8）/ runs written together in one batch (default 8)")
     p.add_argument("--out", "-o", help="把每一遍都存到这个文件 / save every run to this file")
@@ -142,11 +139,6 @@ class OutFile:
 
 
 def run(args) -> int:
-    import torch
-
-    from aiwriter.engine import configure_threads, load_model
-    from aiwriter.writer import Piece, Writer
-
     cfg = _config(args)
     _check_counts(cfg)
     sampling = cfg.sampling()
@@ -156,21 +148,22 @@ def run(args) -> int:
     out = OutFile(args.out)
 
     threads = getattr(args, "threads", None)
-    if threads is not None and not 1 <= threads <= 1024:
-        raise AIWriterError("--threads 应在 1 到 1024 之间", "--threads must be between 1 and 1024")
+    backend = getattr(args, "backend", "torch")
+    check_threads(threads)
+    check_backend(backend, cfg.dtype)
+    # Everything above runs without torch; say what happens next before the slow part begins.
+    zh, en = (Path(cfg.model).name,) * 2 if cfg.model else ("内置模型", "the embedded model")
+    print(f"正在载入{zh}… / loading {en}…", file=sys.stderr, flush=True)
+
+    import torch
+
+    from aiwriter.engine import configure_threads
+    from aiwriter.writer import Piece, Writer
+
     configure_threads(None, threads)  # before loading: onnxruntime sessions take the count when made
     t_load = time.perf_counter()
-    if getattr(args, "backend", "torch") == "onnx":
-        from aiwriter.onnx_backend import load_onnx_model
-
-        if cfg.dtype not in (None, "fp32", "float32"):
-            raise AIWriterError("--backend onnx 用导出时的精度，不能再加 --dtype（要 4 位请用 --dtype int4，或 export-onnx --int4）",
-                                "--backend onnx runs the precision it was exported with; drop --dtype (for 4-bit use "
-                                "--dtype int4, or export-onnx --int4)")
-
-        model = load_onnx_model(cfg.model, vocab=cfg.vocab)
-    else:
-        model = load_model(cfg.model, vocab=cfg.vocab, device=cfg.device, dtype=cfg.dtype)
+    model = model_loader(backend)(cfg.model, vocab=cfg.vocab, device=cfg.device, dtype=cfg.dtype)
+    check_vocab(model)
     configure_threads(model, threads)
     writer = Writer(model)
     reading = writer.read(opening)
