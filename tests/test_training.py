@@ -3,6 +3,7 @@ and clear errors for bad input. Models here are tiny (L1, C32) so each run takes
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -291,3 +292,11 @@ def test_init_with_a_new_vocab_trains_the_extended_model(corpus, tmp_path):
            "--vocab", str(tmp_path / "v2.json"), "--ctx-len", "16", "--batch-size", "2", "--max-steps", "2", "--no-progress"])
     m = aiwriter.load_model(tmp_path / "ft" / "model.pth")
     assert m.vocab_size == base.vocab_size + 2 and m.tokenizer.encode("新字") == [base.vocab_size, base.vocab_size + 1]
+
+
+def test_bf16_autocast_trains_a_two_layer_model(corpus, tmp_path):
+    """--dtype bf16 on CPU: the second layer's value mix (lerp with v_first) and the group norm
+    met float32 weights with bf16 input and refused (RuntimeError) before they were cast."""
+    train(tiny_args([corpus], tmp_path / "o", "--max-steps", "2", "--layers", "2", "--dtype", "bf16"))
+    facts = json.loads((tmp_path / "o" / "train.json").read_text(encoding="utf-8"))
+    assert facts["steps"] == 2 and facts["args"]["dtype"] == "bf16" and math.isfinite(facts["last_train_loss"])

@@ -154,7 +154,7 @@ class TimeMix(nn.Module):
         if self.layer_id == 0:
             v_first = v
         else:
-            v = torch.lerp(v, v_first, torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2))
+            v = torch.lerp(v, v_first.to(v.dtype), torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2).to(v.dtype))
 
         def heads(t):
             return t.float().view(B, T, H, N)
@@ -168,7 +168,10 @@ class TimeMix(nn.Module):
             else:
                 y, S = wkv7_chunked(*args, chunk=chunk)
 
-        y = F.group_norm(y.reshape(B * T, C).to(x.dtype), H, self.ln_x.weight, self.ln_x.bias, LN_X_EPS).view(B, T, C)
+        # In the weights' dtype (CPU autocast leaves group_norm alone, and it refuses bf16 input
+        # with float32 weights), then in the activations' dtype.
+        w = self.ln_x.weight
+        y = F.group_norm(y.reshape(B * T, C).to(w.dtype), H, w, self.ln_x.bias, LN_X_EPS).to(x.dtype).view(B, T, C)
         bonus = (r.view(B, T, H, N) * k.view(B, T, H, N) * self.r_k).sum(-1, keepdim=True) * v.view(B, T, H, N)
         y = y + bonus.view(B, T, C)
         return self.output(y * g), x[:, -1], S, v_first

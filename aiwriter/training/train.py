@@ -30,6 +30,7 @@ from aiwriter.training import data as D
 
 CKPT = "ckpt.pt"
 DISPLAY_SECONDS = 2.0  # the progress bar's step, loss and tok/s are refreshed this often
+clock = time.time  # the training loop's clock (tests replace it)
 
 
 @dataclass
@@ -450,12 +451,12 @@ def _train(cfg: TrainSettings, ddp: _Dist) -> int:
                        initial=int(elapsed0) if use_time else step, unit="s" if use_time else "step",
                        disable=not cfg.progress or not ddp.main, file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
     shown = RateWindow(DISPLAY_SECONDS)  # the bar's figures: its own window, apart from the history's
-    t_start = time.time()
+    t_start = clock()
     elapsed = elapsed0
-    ema, win_tokens, win_t, win_loss, win_n = None, 0, time.time(), 0.0, 0
-    shown.start(time.time(), tokens)
+    ema, win_tokens, win_t, win_loss, win_n = None, 0, clock(), 0.0, 0
+    shown.start(clock(), tokens)
     while True:
-        elapsed = ddp.broadcast_float(elapsed0 + time.time() - t_start)
+        elapsed = ddp.broadcast_float(elapsed0 + clock() - t_start)
         if (cfg.max_steps and step >= cfg.max_steps) or (cfg.max_minutes and elapsed >= cfg.max_minutes * 60):
             break
         lr = lr_at(cfg, step, _progress(cfg, step, elapsed))
@@ -483,7 +484,7 @@ def _train(cfg: TrainSettings, ddp: _Dist) -> int:
         win_tokens += cfg.batch_size * cfg.ctx_len
         win_loss += lv
         win_n += 1
-        now = time.time()
+        now = clock()
         elapsed = elapsed0 + now - t_start
         if ddp.main:
             if use_time:
