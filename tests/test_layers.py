@@ -35,10 +35,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "issue 13 (speed/): cycle engine -> int4 -> onnx_export -> engine",
     ("aiwriter.onnx_export", "aiwriter.int4"):
         "issue 13 (speed/): cycle onnx_export <-> int4",
-    ("aiwriter.cli", "aiwriter.server.command"):
-        "issue 13 (commands/): the CLI entry point is a command, not core; upward import into server/",
-    ("aiwriter.server.command", "aiwriter.cli"):
-        "issue 13 (commands/): cycle cli <-> server/command for print_error",
 }
 
 
