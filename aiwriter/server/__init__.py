@@ -13,7 +13,6 @@ OpenAI-compatible and KoboldAI APIs, and manuscripts kept in SQLite (aiwriter.st
     sampling_fields.py  the sampling fields of a completion request
     job_response.py     Render, JobResponse (SSE or one JSON body), submit
     openai_api.py / kobold_api.py / documents.py   the endpoints
-    command.py          the `aiwriter serve` command
 
 The step loop itself (sample, feed, one batched forward) is writer.Batch, shared with `aiwriter write`.
 """
