@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiwriter.commands.common import add_model_flags, check_backend, check_threads, check_vocab, model_loader
 from aiwriter.errors import AIWriterError
-from aiwriter.sampling_fields import FIELDS
+from aiwriter.sampling_settings import FIELDS
 from aiwriter.settings import WriteConfig, load_write_config
 
 NAME = "write"
