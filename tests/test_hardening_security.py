@@ -138,7 +138,7 @@ def test_any_origin_without_a_key_is_refused_unless_insecure(tmp_path, capsys):
         create_app(ServerSettings(db=str(tmp_path / "d.db"), cors_origins=("*",)), model=double_model(), model_name="c")
     assert "--api-key" in e.value.en and "--insecure" in e.value.en and "*" in e.value.en
     assert "--api-key" in e.value.zh and "--insecure" in e.value.zh
-    rc = command.main(["--cors-origin", "*", "--no-browser", "--port", "0", "--db", str(tmp_path / "d.db"),
+    rc = cli_main(["serve", "--cors-origin", "*", "--no-browser", "--port", "0", "--db", str(tmp_path / "d.db"),
                        "--model", str(tmp_path / "missing.pth")])
     err = capsys.readouterr().err
     assert rc == 2 and "--insecure" in err and "错误" in err and "Traceback" not in err
