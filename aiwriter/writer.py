@@ -240,14 +240,25 @@ class Parked:
     generator: torch.Generator | None = None
 
 
+SENTENCE_ENDS = frozenset("。！？!?…；;")
+CLOSERS = frozenset("”’」』）)》】〕\"'")
+
+
 class Stream:
     """One continuation being written: turns its sampled ids into whole chars, with its own
     penalties and stop strings, and ends at `length` chars. The batched loops (Writer.write,
     and a server stepping many requests together) share it, so text is made in one place."""
 
-    def __init__(self, model: Model, reading: Reading, length: int, settings: SamplingSettings, run: int = 0):
+    def __init__(self, model: Model, reading: Reading, length: int, settings: SamplingSettings, run: int = 0,
+                 finish_sentence: int = 0):
         if length <= 0:
             raise AIWriterError("每次写的字数必须大于 0", "length must be greater than 0")
+        if finish_sentence < 0:
+            raise AIWriterError("finish_sentence 不能小于 0", "finish_sentence must not be negative")
+        # past `length`, write on to the end of the sentence, at most this many more chars
+        self.extra = finish_sentence
+        self._sentence_over = False  # the text ends with a sentence end (and any closing marks after it)
+        self._full = False
         tok = model.tokenizer
         if tok.unknown_id is not None and tok.unknown_id not in settings.banned_ids:
             settings = dataclasses.replace(settings, banned_ids=settings.banned_ids + (tok.unknown_id,))
@@ -271,15 +282,38 @@ class Stream:
         """Take the sampled id; return the whole chars it completes (may be "")."""
         self.penalty.update(token)
         out, hit = self.stop.feed(self.decoder.feed(token))
-        out = out[: self.length - len(self.text)]
+        out = self._take(out)
         if out:
             self.text += out
             self.last_char = out[-1]
         if hit:
             self.stopped_by = "stop"
-        elif len(self.text) >= self.length:
+        elif self._full:
             self.stopped_by = "length"
         return out
+
+    def _take(self, out: str) -> str:
+        """The part of `out` that fits: up to `length` chars, then (finish_sentence) on to the
+        end of the sentence: a sentence end and the closing marks right after it, or a line end."""
+        if not self.extra:
+            out = out[: self.length - len(self.text)]
+            self._full = len(self.text) + len(out) >= self.length
+            return out
+        kept = []
+        for c in out:
+            n = len(self.text) + len(kept)
+            if n >= self.length + self.extra:
+                self._full = True
+                break
+            if n >= self.length and (c == "\n" or (self._sentence_over and c not in CLOSERS and c not in SENTENCE_ENDS)):
+                self._full = True  # the sentence is over; this char starts the next one
+                break
+            kept.append(c)
+            self._sentence_over = c in SENTENCE_ENDS or c == "\n" or (self._sentence_over and c in CLOSERS)
+        n = len(self.text) + len(kept)
+        if n >= self.length + self.extra or (n >= self.length and kept and kept[-1] == "\n"):
+            self._full = True
+        return "".join(kept)
 
     def result(self) -> RunResult:
         return RunResult(self.run, self.text, time.perf_counter() - self.t0, self.stopped_by or "interrupt")

@@ -109,6 +109,8 @@ def test_write_rewrite_pick_then_reload_and_restart(tmp_path):
             page.wait_for_selector("body[data-ready=yes]", timeout=30_000)
             assert page.inner_text("#btn-continue").startswith("续写")  # Chinese by default
 
+            # exact lengths below: no finishing of sentences past the length (on by default)
+            page.uncheck("#finish-sentence")
             # type an opening and continue (Alt+Q): the text streams into the editor
             set_number(page, "#length", 30)
             set_number(page, "#n", 1)
@@ -186,7 +188,7 @@ def test_write_rewrite_pick_then_reload_and_restart(tmp_path):
             page.keyboard.press("End")
             page.keyboard.type("断网时写的字")
             page.wait_for_function("document.getElementById('save-status').textContent.includes('浏览器')", timeout=15_000)
-            draft = page.evaluate(f"JSON.parse(localStorage.getItem('aiwriter.draft.{doc_id}')).text")
+            draft = page.evaluate(f"JSON.parse(localStorage.getItem('aiwriter.draft.{doc_id}.' + AIWriter.tab)).text")
             assert draft == final + "断网时写的字"
             server.start(port)
             page.reload()
@@ -194,7 +196,7 @@ def test_write_rewrite_pick_then_reload_and_restart(tmp_path):
             page.wait_for_selector("body[data-saved=yes]", timeout=15_000)
             assert editor(page) == draft
             assert httpx.get(f"{url}api/docs/{doc_id}").json()["text"] == draft
-            assert page.evaluate(f"localStorage.getItem('aiwriter.draft.{doc_id}')") is None
+            assert page.evaluate(f"Object.keys(localStorage).filter((k) => k.startsWith('aiwriter.draft.{doc_id}'))") == []
 
             # English toggle, and the page at phone width
             page.click("#btn-lang")

@@ -89,8 +89,9 @@ async def get_document(request: Request, doc_id: Id):
 @router.put("/{doc_id}")
 async def save_document(request: Request, doc_id: Id):
     """Body: text and/or title; revision = the revision the text was based on (409 if the
-    stored one differs: another tab saved meanwhile); reason = "autosave" | "save" | "generation"."""
-    f = (await _body(request)).only("text", "title", "revision", "reason")
+    stored one differs: another tab saved meanwhile); reason = "autosave" | "save" | "generation";
+    marks = {"ai": [[start, end], ...], "last": [start, end] | null} for the text (aiwriter.textmarks)."""
+    f = (await _body(request)).only("text", "title", "revision", "reason", "marks")
     text = f.str("text", None)
     title = _title(f)
     revision = f.int("revision", None, 0, 2**62)
@@ -100,7 +101,7 @@ async def save_document(request: Request, doc_id: Id):
                        param="reason")
     try:
         return await _json(_store(request).save_document, doc_id, text=text, title=title, reason=reason,
-                           base_revision=revision)
+                           base_revision=revision, marks=f.data.get("marks"))
     except Conflict as e:
         return SafeJSON({"error": {"message": f"{e.en} / {e.zh}", "en": e.en, "zh": e.zh, "type": "conflict",
                                    "param": "revision", "code": 409}, "current": e.current}, status_code=409)

@@ -29,6 +29,7 @@ class Job:
     model: str | None = None  # a name ModelCatalog knows; None = the model loaded now
     origin: str = ""          # "openai", "kobold", ...: what an abort without a key stops
     key: str = ""             # a client's handle (KoboldAI genkey) for abort and polling
+    finish_sentence: int = 0  # past `length`, up to this many more chars to end the sentence
     id: str = field(default_factory=lambda: f"{next(_ids)}")
     logprobs: int | None = None  # OpenAI logprobs: None off, else how many alternatives per token
 

@@ -198,12 +198,15 @@ class CompletionRender(Render):
                                 for i, t in enumerate(job.texts)], usage=_usage(job), seed=job.info.get("seed"))
 
 
+MAX_FINISH_SENTENCE = 200
+
+
 @router.post("/v1/completions")
 async def completions(request: Request):
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
     f.only("prompt", "max_tokens", "n", "stop", "seed", "model", "user", "stream", "echo", "stream_options", "logprobs",
-           "best_of", "suffix", *SAMPLING_FIELDS, ignored=IGNORED)
+           "best_of", "suffix", "finish_sentence", *SAMPLING_FIELDS, ignored=IGNORED)
     _refuse(f, ("best_of", "suffix"))
     logprobs = f.int("logprobs", None, 0, 5)
     echo = f.bool("echo", False)
@@ -223,6 +226,8 @@ async def completions(request: Request):
         origin="openai",
         key=f.str("user", "", max_chars=200),
         logprobs=logprobs,
+        # AI-Writer's own: past max_tokens, up to this many more chars to end the sentence (0 = off)
+        finish_sentence=f.int("finish_sentence", 0, 0, MAX_FINISH_SENTENCE),
     )
     stream = f.bool("stream", False)
     render = CompletionRender(stream, prompt if echo else "", _stream_options(f), notice, _decoder(request, logprobs))

@@ -265,7 +265,8 @@ class Scheduler:
         self._reading = [r for r in self._reading if r[0] is not job]
         reading = task.reading()
         model = self.writer.model
-        streams = [Stream(model, reading, job.length, job.settings, run=i) for i in range(job.n)]
+        streams = [Stream(model, reading, job.length, job.settings, run=i, finish_sentence=job.finish_sentence)
+                   for i in range(job.n)]
         if job.logprobs is not None:
             for s in streams:
                 s.logprobs, s.top_logprobs = [], job.logprobs

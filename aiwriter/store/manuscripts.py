@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiwriter.errors import AIWriterError
 from aiwriter.store.migrations import migrate
+from aiwriter.textmarks import chars_sql, normalize_marks
 
 VERSION_WINDOW = 300.0  # seconds an autosave version keeps absorbing later autosaves
 MAX_VERSIONS = 200      # per document; the oldest autosaves go first beyond this
@@ -37,6 +38,16 @@ class Conflict(AIWriterError):
     def __init__(self, zh: str, en: str, current: dict):
         super().__init__(zh, en)
         self.current = current
+
+
+CHARS = chars_sql("text")  # one counting rule with the page (aiwriter.textmarks)
+
+
+def _marks(raw: str | None, text: str) -> dict:
+    try:
+        return normalize_marks(json.loads(raw or "{}") or None, text)
+    except (ValueError, AIWriterError):
+        return normalize_marks(None, text)
 
 
 def _doc_summary(row) -> dict:
@@ -91,7 +102,7 @@ class Store:
     def list_documents(self) -> list[dict]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, title, length(text) AS chars, revision, created, updated FROM documents ORDER BY updated DESC, id DESC"
+                f"SELECT id, title, {CHARS} AS chars, revision, created, updated FROM documents ORDER BY updated DESC, id DESC"
             ).fetchall()
         return [_doc_summary(r) for r in rows]
 
@@ -114,15 +125,16 @@ class Store:
             return self._get(self._db, doc_id)
 
     def _get(self, db, doc_id: int) -> dict:
-        row = db.execute("SELECT *, length(text) AS chars FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        row = db.execute(f"SELECT *, {CHARS} AS chars FROM documents WHERE id = ?", (doc_id,)).fetchone()
         if row is None:
             raise NotFound(f"没有编号为 {doc_id} 的文稿", f"no document with id {doc_id}")
-        return {**_doc_summary(row), "text": row["text"]}
+        return {**_doc_summary(row), "text": row["text"], "marks": _marks(row["marks"], row["text"])}
 
     def save_document(self, doc_id: int, text: str | None = None, title: str | None = None,
-                      reason: str = "autosave", base_revision: int | None = None) -> dict:
-        """Change a document's text and/or title. base_revision: the revision the client's text
-        started from; a different stored revision raises Conflict (nothing is written)."""
+                      reason: str = "autosave", base_revision: int | None = None, marks: dict | None = None) -> dict:
+        """Change a document's text, title and/or marks. base_revision: the revision the client's
+        text started from; a different stored revision raises Conflict (nothing is written).
+        marks (see aiwriter.textmarks) belong to the new text; new text without them has none."""
         if reason not in REASONS:
             raise AIWriterError(f"未知的保存原因 {reason!r}", f"unknown save reason {reason!r}")
         now = time.time()
@@ -132,32 +144,44 @@ class Store:
                 raise Conflict(
                     "文稿已在别处修改（可能是另一个标签页），这次保存没有写入",
                     "the document was changed elsewhere (another tab?); this save was not written",
-                    {k: v for k, v in doc.items() if k != "text"},
+                    {k: v for k, v in doc.items() if k not in ("text", "marks")},
                 )
             text_changed = text is not None and text != doc["text"]
             title_changed = title is not None and title != doc["title"]
-            if not (text_changed or title_changed):
+            new_text = text if text_changed else doc["text"]
+            if marks is not None or text_changed:
+                new_marks = normalize_marks(marks, new_text)
+            else:
+                new_marks = doc["marks"]
+            marks_changed = new_marks != doc["marks"]
+            if not (text_changed or title_changed or marks_changed):
                 return doc
             revision = doc["revision"] + 1
+            marks_json = json.dumps(new_marks, separators=(",", ":"))
             db.execute(
-                "UPDATE documents SET text = ?, title = ?, revision = ?, updated = ? WHERE id = ?",
-                (text if text_changed else doc["text"], title if title_changed else doc["title"], revision, now, doc_id),
+                "UPDATE documents SET text = ?, title = ?, marks = ?, revision = ?, updated = ? WHERE id = ?",
+                (new_text, title if title_changed else doc["title"], marks_json, revision, now, doc_id),
             )
             if text_changed:
-                self._record_version(db, doc_id, text, reason, revision, now, same_session=base_revision is not None)
+                self._record_version(db, doc_id, text, reason, revision, now, same_session=base_revision is not None,
+                                     marks_json=marks_json)
+            elif marks_changed:  # the newest version holds the current text: and its marks
+                db.execute("UPDATE versions SET marks = ? WHERE id = (SELECT max(id) FROM versions WHERE doc_id = ?)",
+                           (marks_json, doc_id))
             return self._get(db, doc_id)
 
-    def _record_version(self, db, doc_id, text, reason, revision, now, same_session: bool) -> None:
+    def _record_version(self, db, doc_id, text, reason, revision, now, same_session: bool, marks_json: str = "{}") -> None:
         last = db.execute(
             "SELECT id, reason, created FROM versions WHERE doc_id = ? ORDER BY id DESC LIMIT 1", (doc_id,)
         ).fetchone()
         if (same_session and reason == "autosave" and last is not None and last["reason"] == "autosave"
                 and now - last["created"] < VERSION_WINDOW):
-            db.execute("UPDATE versions SET text = ?, revision = ?, updated = ? WHERE id = ?", (text, revision, now, last["id"]))
+            db.execute("UPDATE versions SET text = ?, marks = ?, revision = ?, updated = ? WHERE id = ?",
+                       (text, marks_json, revision, now, last["id"]))
             return
         db.execute(
-            "INSERT INTO versions (doc_id, text, reason, revision, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
-            (doc_id, text, reason, revision, now, now),
+            "INSERT INTO versions (doc_id, text, marks, reason, revision, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (doc_id, text, marks_json, reason, revision, now, now),
         )
         excess = db.execute("SELECT count(*) FROM versions WHERE doc_id = ?", (doc_id,)).fetchone()[0] - MAX_VERSIONS
         if excess > 0:
@@ -198,7 +222,7 @@ class Store:
         with self._lock:
             self._get(self._db, doc_id)
             rows = self._db.execute(
-                "SELECT id, reason, revision, created, updated, length(text) AS chars, substr(text, -40) AS tail "
+                f"SELECT id, reason, revision, created, updated, {CHARS} AS chars, substr(text, -40) AS tail "
                 "FROM versions WHERE doc_id = ? ORDER BY id DESC",
                 (doc_id,),
             ).fetchall()
@@ -207,17 +231,18 @@ class Store:
     def get_version(self, doc_id: int, version_id: int) -> dict:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, reason, revision, created, updated, text, length(text) AS chars FROM versions WHERE doc_id = ? AND id = ?",
+                f"SELECT id, reason, revision, created, updated, text, marks, {CHARS} AS chars FROM versions "
+                "WHERE doc_id = ? AND id = ?",
                 (doc_id, version_id),
             ).fetchone()
         if row is None:
             raise NotFound(f"文稿 {doc_id} 没有版本 {version_id}", f"document {doc_id} has no version {version_id}")
-        return dict(row)
+        return {**dict(row), "marks": _marks(row["marks"], row["text"])}
 
     def restore_version(self, doc_id: int, version_id: int) -> dict:
         """Make an old version the current text; the text it replaces stays in the history."""
-        text = self.get_version(doc_id, version_id)["text"]
-        return self.save_document(doc_id, text=text, reason="restore")
+        v = self.get_version(doc_id, version_id)
+        return self.save_document(doc_id, text=v["text"], reason="restore", marks=v["marks"])
 
     # ------------------------------------------------------------------ generation log
 

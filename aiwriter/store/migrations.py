@@ -87,9 +87,19 @@ CREATE TABLE story_settings (
 """)
 
 
+def _v3_marks(db: sqlite3.Connection) -> None:
+    # A manuscript's marks beside its text, and each version's (aiwriter.textmarks): which ranges
+    # the model wrote and where the last continuation is, as JSON; '{}' for text from before.
+    run_sql(db, """
+ALTER TABLE documents ADD COLUMN marks TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE versions ADD COLUMN marks TEXT NOT NULL DEFAULT '{}';
+""")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "documents, versions, generations", _v1_manuscripts),
     Migration(2, "story settings: memory, author's note, lorebook", _v2_story_settings),
+    Migration(3, "marks: AI-written ranges and the last continuation", _v3_marks),
 ]
 LATEST_VERSION = MIGRATIONS[-1].version
 
