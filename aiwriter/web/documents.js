@@ -2,7 +2,7 @@
 // rename, delete, export, and the version history.
 import { api, ApiError, authFetch, KEY_STORE } from "./api.js";
 import { $, banner, editor, el } from "./dom.js";
-import { dropDraft, dropOwnDraft, orphanDrafts, releaseOwnDraft } from "./drafts.js";
+import { dropDraft, dropOwnDraft, orphanDrafts, releaseOwnDraft, tabs } from "./drafts.js";
 import { pushUndo, setText, updateUndoButtons } from "./editor.js";
 import { renderCandidates, stopGeneration } from "./generate.js";
 import { loadGenerations } from "./history.js";
@@ -78,12 +78,29 @@ export async function recoverDrafts() {
         $("title").value = title;
         setText(draft.text, { marks: validMarks(draft.marks, draft.text) });
         dropDraft(key); S.offered = null;
+        save("save");  // a version of its own: the text it replaces stays in the history
       }],
       [t("dropDraft"), () => { dropDraft(key); S.offered = null; }],
     ]);
     return;  // one question at a time
   }
 }
+
+// Another page saved the open manuscript: show its text here too, unless this page has
+// changes of its own (then its next save meets the conflict and asks).
+tabs.addEventListener("message", async ({ data }) => {
+  if (!S.doc || data.doc !== S.doc.id || !(data.revision > S.doc.revision) || S.dirty || S.gen || S.saving) return;
+  const docId = S.doc.id;
+  let doc;
+  try { doc = await api("GET", `/api/docs/${docId}`); } catch (e) { return; }
+  if (!S.doc || S.doc.id !== docId || S.dirty || S.gen || S.saving || doc.revision <= S.doc.revision) return;
+  confirmed(doc);
+  $("title").value = doc.title;
+  setText(doc.text, { keepScroll: true, marks: validMarks(doc.marks, doc.text) });
+  S.savedAt = doc.updated * 1000;
+  showSaveState();
+  loadVersions();
+});
 
 export async function newDoc() {
   const doc = await api("POST", "/api/docs", { title: t("untitled") });

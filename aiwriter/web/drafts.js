@@ -10,6 +10,9 @@ const PREFIX = "aiwriter.draft.";
 const BEAT = "aiwriter.tab.";
 const BEAT_MS = 2000, DEAD_MS = 70000;  // background pages' timers may run once a minute
 
+// other pages of this browser hear of every save (documents.js follows them)
+export const tabs = "BroadcastChannel" in window ? new BroadcastChannel("aiwriter") : { postMessage() {}, addEventListener() {} };
+
 const key = (docId, tab = S.tab) => `${PREFIX}${docId}.${tab}`;
 
 export function writeDraft(docId, draft) {

@@ -2,7 +2,7 @@
 // pause. Nothing is saved while a generation is running: versions hold finished states only.
 import { api, ApiError, authHeaders } from "./api.js";
 import { $, banner, editor } from "./dom.js";
-import { dropOwnDraft, writeDraft } from "./drafts.js";
+import { dropOwnDraft, tabs, writeDraft } from "./drafts.js";
 import { updateCount } from "./editor.js";
 import { loadVersions, openDoc, refreshDocList } from "./documents.js";
 import { locale, t } from "./i18n.js";
@@ -76,6 +76,7 @@ export async function save(reason = "autosave", force = false) {
     } else {
       draftNow();  // typed while saving: the draft now builds on the new revision
     }
+    tabs.postMessage({ doc: doc.id, revision: res.revision });
     refreshDocList();
     loadVersions();
   } catch (e) {
