@@ -10,6 +10,8 @@ it and says so (the reply's `model`, and a `notice`), as KoboldCpp does.
 max_tokens counts characters (what a writer means by length), not tokens. Sampling fields the
 OpenAI API lacks are accepted too: top_p_newline, allow_p, top_k, top_a, min_p, repetition_penalty.
 Fields left out take the same defaults as `aiwriter write` (top_p 0.75, top_p_newline 0.9, ...).
+`finish_sentence` (AI-Writer's own, 0-200, default 0): past max_tokens, write on to the end of the
+sentence, at most that many more chars (the page sends 40).
 """
 from __future__ import annotations
 
