@@ -157,7 +157,9 @@ def test_write_rewrite_pick_then_reload_and_restart(tmp_path):
             final = editor(page)
             assert final.startswith(picked) and len(picked) < len(final) < len(picked) + 5000
             page.wait_for_selector("body[data-saved=yes]", timeout=15_000)
-            status = httpx.get(url + "api/status").json()
+            deadline = time.time() + 10  # the server notices the closed stream at its next step
+            while (status := httpx.get(url + "api/status").json())["running_jobs"] and time.time() < deadline:
+                time.sleep(0.1)
             assert status["active_streams"] == 0 and status["running_jobs"] == 0  # the stop reached the server
 
             page.click("#tab-history")
