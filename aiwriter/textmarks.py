@@ -36,10 +36,12 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
-def _bad(zh: str, en: str) -> AIWriterError:
-    e = AIWriterError(f"字段 marks {zh}", f"field 'marks' {en}")
-    e.param = "marks"
-    return e
+class BadMarks(AIWriterError):
+    """Marks that do not fit their text (the API answers 400 naming the field `marks`)."""
+
+
+def _bad(zh: str, en: str) -> BadMarks:
+    return BadMarks(f"字段 marks {zh}", f"field 'marks' {en}")
 
 
 def _range(r, size: int):

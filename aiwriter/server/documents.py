@@ -16,6 +16,7 @@ from aiwriter.server.bodies import read_json
 from aiwriter.server.fields import Fields
 from aiwriter.server.replies import ApiError, SafeJSON, dumps
 from aiwriter.store import MAX_GENERATIONS, Conflict
+from aiwriter.textmarks import BadMarks
 
 router = APIRouter(prefix="/api/docs")
 
@@ -102,6 +103,8 @@ async def save_document(request: Request, doc_id: Id):
     try:
         return await _json(_store(request).save_document, doc_id, text=text, title=title, reason=reason,
                            base_revision=revision, marks=f.data.get("marks"))
+    except BadMarks as e:
+        raise ApiError(400, e.zh, e.en, param="marks")
     except Conflict as e:
         return SafeJSON({"error": {"message": f"{e.en} / {e.zh}", "en": e.en, "zh": e.zh, "type": "conflict",
                                    "param": "revision", "code": 409}, "current": e.current}, status_code=409)

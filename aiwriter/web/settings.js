@@ -38,13 +38,16 @@ function choosePreset(value) {
 export function renderSampling() {
   const box = $("sampling");
   box.replaceChildren();
-  for (const { name, min, max, step, label, help } of fields()) {
+  // the everyday fields first; the rest (top-a, min-p, penalty decay) folded under 更多
+  const more = el("details", "more");
+  more.append(el("summary", "", t("moreSettings")));
+  for (const { name, min, max, sliderMax, step, label, help, basic } of fields()) {
     const field = el("label", "field");
     const num = el("input");
     Object.assign(num, { type: "number", min, max, step, value: sampling[name] ?? "" });
     num.id = `s-${name}`;
     const range = el("input");
-    Object.assign(range, { type: "range", min, max, step, value: sampling[name] ?? min });
+    Object.assign(range, { type: "range", min, max: sliderMax, step, value: sampling[name] ?? min });
     range.setAttribute("aria-label", label[lang]);
     const set = (v) => {
       const x = Number(v);
@@ -57,8 +60,9 @@ export function renderSampling() {
     hint.id = `help-${name}`;
     num.setAttribute("aria-describedby", hint.id);
     field.append(el("span", "", label[lang]), num, range, hint);
-    box.append(field);
+    (basic ? box : more).append(field);
   }
+  if (more.children.length > 1) box.append(more);
 }
 
 function userPresets() { return JSON.parse(localStorage.getItem("aiwriter.presets") || "{}"); }
