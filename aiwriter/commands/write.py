@@ -13,6 +13,7 @@ from aiwriter.commands.common import add_model_flags, check_backend, check_threa
 from aiwriter.errors import AIWriterError
 from aiwriter.sampling_settings import FIELDS
 from aiwriter.settings import WriteConfig, load_write_config
+from aiwriter.commands.story_flags import add_story_arguments, show_context, story_context
 
 NAME = "write"
 HELP = "续写开头 / continue an opening"
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="同时写几遍（默认 8）/ runs written together in one batch (default 8)")
     p.add_argument("--out", "-o", help="把每一遍都存到这个文件 / save every run to this file")
     p.add_argument("--config", help="设置文件 (TOML) / settings file (TOML)")
+    add_story_arguments(p)
 
 
 def _read_opening(args) -> str:
@@ -145,6 +147,12 @@ def run(args) -> int:
     opening = _read_opening(args)
     if not opening.strip():
         raise AIWriterError("开头是空的，请输入开头", "the opening is empty: give some text to continue")
+    ctx = story_context(args, opening)
+    if ctx is not None:
+        if args.show_context:
+            show_context(ctx)
+            return 0
+        opening = ctx.text
     out = OutFile(args.out)
 
     threads = getattr(args, "threads", None)
