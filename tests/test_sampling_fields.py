@@ -7,7 +7,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from aiwriter import write_command
+from aiwriter.commands import write as write_command
 from aiwriter.errors import AIWriterError
 from aiwriter.sampling import DEFAULTS, FIELD, FIELDS, SamplingSettings
 from aiwriter.server.app import ServerSettings, create_app
