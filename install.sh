@@ -37,5 +37,5 @@ if [ "$want" = cpu ]; then
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/pip install -q "${index[@]}" -e ".$EXTRAS"
+.venv/bin/pip install -q ${index[@]+"${index[@]}"} -e ".$EXTRAS"
 echo "安装完成 / installed: .venv/bin/aiwriter ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
