@@ -27,21 +27,25 @@ DTYPES = {
 
 
 class State:
-    """A model's recurrent state for B streams. copy() gives an independent branch."""
+    """A model's recurrent state for B streams. copy() gives an independent branch.
 
-    def __init__(self, data: dict[str, torch.Tensor]):
+    `start` names where the text read into it began: "" for the model's own start, else the
+    digest of the state file it was started from (caches key states by it)."""
+
+    def __init__(self, data: dict[str, torch.Tensor], start: str = ""):
         self.data = data
+        self.start = start
 
     @property
     def batch(self) -> int:
         return next(iter(self.data.values())).shape[0] if self.data else 1
 
     def copy(self) -> "State":
-        return State({k: v.clone() for k, v in self.data.items()})
+        return State({k: v.clone() for k, v in self.data.items()}, self.start)
 
     def repeat(self, n: int) -> "State":
         """n copies of a single-stream state, batched: the runs of one opening branch from it."""
-        return State({k: v.repeat_interleave(n, dim=0) for k, v in self.data.items()})
+        return State({k: v.repeat_interleave(n, dim=0) for k, v in self.data.items()}, self.start)
 
     def select(self, index) -> "State":
         """The streams at `index` (an int keeps the batch dim)."""
@@ -82,6 +86,21 @@ class Model:
     def new_state(self, batch: int = 1) -> State:
         return State(self.net.new_state(batch))
 
+    def state_from_file(self, path) -> State:
+        """The start state of a state file (RWKV-Runner / ChatRWKV `blocks.N.att.time_state`, .pth or
+        .safetensors, or a model file holding such keys), for one stream. A state made for another
+        model is refused, naming both shapes."""
+        from aiwriter.state_files import read_time_state
+
+        return self.state_from_time_state(read_time_state(path), Path(path).name)
+
+    def state_from_time_state(self, ts: torch.Tensor, name: str = "") -> State:
+        from aiwriter.state_files import check_fits, state_dict_from_time_state, time_state_digest
+
+        net = getattr(self.net, "torch_net", self.net)
+        check_fits(net, ts, name)
+        return State(state_dict_from_time_state(net, ts), start=time_state_digest(ts))
+
     def _ids_tensor(self, ids) -> torch.Tensor:
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         if t.dim() == 1:
@@ -101,7 +120,7 @@ class Model:
         if len(ids) == 0:
             raise AIWriterError("没有可读入的内容", "nothing to read: empty id list")
         logits, new = self.net(self._ids_tensor(ids), state.data)
-        return logits[0].float(), State(new)
+        return logits[0].float(), State(new, state.start)
 
     @torch.inference_mode()
     def forward_batch(self, ids, state: State) -> tuple[torch.Tensor, State]:
@@ -202,36 +221,38 @@ def configure_threads(model: Model | None, requested: int | None) -> int:
 
 class PrefixCache:
     """Saved (logits, state) after reading some ids, so text that extends earlier text starts
-    from the longest saved prefix instead of re-reading everything. Bounded by total bytes;
-    least recently used entries go first."""
+    from the longest saved prefix instead of re-reading everything. Keyed by the state the text
+    was read from (State.start) and the ids. Bounded by total bytes; least recently used
+    entries go first."""
 
     def __init__(self, max_bytes: int = 256 * 2**20):
         self.max_bytes = max_bytes
-        self._entries: dict[tuple[int, ...], tuple[torch.Tensor, State]] = {}
+        self._entries: dict[tuple[str, tuple[int, ...]], tuple[torch.Tensor, State]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def put(self, ids, logits: torch.Tensor, state: State) -> None:
-        key = tuple(ids)
+        key = (state.start, tuple(ids))
         self._entries.pop(key, None)
         self._entries[key] = (logits.clone(), state.copy())
         while len(self._entries) > 1 and self.nbytes() > self.max_bytes:
             self._entries.pop(next(iter(self._entries)))
 
-    def longest_prefix(self, ids) -> tuple[int, torch.Tensor | None, State | None]:
-        """(n, logits, state) for the longest saved prefix ids[:n]; (0, None, None) if none.
-        Returns copies: the caller may advance them freely."""
+    def longest_prefix(self, ids, start: str = "") -> tuple[int, torch.Tensor | None, State | None]:
+        """(n, logits, state) for the longest saved prefix ids[:n] read from the start state
+        `start`; (0, None, None) if none. Returns copies: the caller may advance them freely."""
         ids = tuple(ids)
         best = None
         for key in self._entries:
-            if len(key) <= len(ids) and (best is None or len(key) > len(best)) and ids[: len(key)] == key:
+            s, k = key
+            if s == start and len(k) <= len(ids) and (best is None or len(k) > len(best[1])) and ids[: len(k)] == k:
                 best = key
         if best is None:
             return 0, None, None
         logits, state = self._entries.pop(best)
         self._entries[best] = (logits, state)  # mark as recently used
-        return len(best), logits.clone(), state.copy()
+        return len(best[1]), logits.clone(), state.copy()
 
     def nbytes(self) -> int:
         return sum(s.nbytes() + l.numel() * l.element_size() for l, s in self._entries.values())

@@ -12,6 +12,7 @@ import torch
 from aiwriter.engine import Model, PrefixCache, State
 from aiwriter.errors import AIWriterError
 from aiwriter.sampling import PenaltyState, SamplingSettings, StopMatcher, apply_penalties, sample
+from aiwriter.state_cache import DiskStateCache, PrefixKeys
 from aiwriter.tokenizer import clean_context
 
 PREFILL_CHUNK = 1024  # ids per prefill call: bounds memory on very long openings
@@ -51,24 +52,29 @@ class RunResult:
 class Writer:
     model: Model
     cache: PrefixCache = field(default_factory=PrefixCache)
+    disk: DiskStateCache | None = None  # states kept on disk across restarts (state_cache.py)
+    last_reused: int = 0       # ids of the last reading that came from a cache (memory or disk)
+    last_from_disk: int = 0    # of those, ids whose state came from disk
 
-    def read(self, opening: str, clean: bool = True, progress: Callable[[int, int], None] | None = None) -> Reading:
-        """Read an opening (cleaned as the seed did) once; later reads of text that extends it
-        start from the cached state."""
-        task = self.start_reading(opening, clean)
+    def read(self, opening: str, clean: bool = True, progress: Callable[[int, int], None] | None = None,
+             start: State | None = None) -> Reading:
+        """Read an opening (cleaned as the seed did) once, from `start` (a state file's state) or
+        the model's own start; later reads of text that extends it start from the cached state,
+        in memory or on disk."""
+        task = self.start_reading(opening, clean, start)
         while not task.done:
             task.advance()
             if progress:
                 progress(task.pos, len(task.ids))
         return task.reading()
 
-    def start_reading(self, opening: str, clean: bool = True) -> "ReadingTask":
+    def start_reading(self, opening: str, clean: bool = True, start: State | None = None) -> "ReadingTask":
         """An opening to be read chunk by chunk (ReadingTask.advance), so a caller can do other
         work between chunks (the server steps its other streams)."""
         text = clean_context(opening) if clean else opening
         if not text.strip():
             raise AIWriterError("开头是空的，请输入开头", "the opening is empty: give some text to continue")
-        return ReadingTask(self, text, self.model.tokenizer.encode(text))
+        return ReadingTask(self, text, self.model.tokenizer.encode(text), start)
 
     def write(
         self,
@@ -102,12 +108,27 @@ class ReadingTask:
     advance() reads one chunk and says whether it is all read; reading() is then the result
     (and the prefix cache holds it)."""
 
-    def __init__(self, writer: Writer, text: str, ids: list[int]):
+    def __init__(self, writer: Writer, text: str, ids: list[int], start: State | None = None):
         self.writer, self.text, self.ids = writer, text, ids
-        self.reused, self.logits, state = writer.cache.longest_prefix(ids)
-        self.state = state if state is not None else writer.model.new_state(1)
+        origin = start.start if start is not None else ""
+        self.reused, self.logits, state = writer.cache.longest_prefix(ids, origin)
+        self.from_disk = 0
+        disk = writer.disk if writer.disk is not None and writer.disk.enabled else None
+        self.disk, self.keys = disk, None
+        if disk is not None and self.reused < len(ids):
+            n, logits, dstate = disk.longest_prefix(ids, origin, above=self.reused)
+            if n:
+                self.reused, self.logits, state, self.from_disk = n, logits, dstate, n
+        if disk is not None:
+            self.keys = PrefixKeys(disk.model_id, origin, ids, disk.every)
+        writer.last_reused, writer.last_from_disk = self.reused, self.from_disk
+        if state is None:
+            state = start.copy() if start is not None else writer.model.new_state(1)
+        self.state = state
         self.pos = self.reused
         self.chunks = 0  # chunks read so far
+        if self.done and self.from_disk:
+            writer.cache.put(ids, self.logits, self.state)
 
     @property
     def done(self) -> bool:
@@ -115,10 +136,16 @@ class ReadingTask:
 
     def advance(self) -> bool:
         if not self.done:
-            chunk = self.ids[self.pos:self.pos + PREFILL_CHUNK]
+            # chunks end on multiples of PREFILL_CHUNK and of the disk cache's spacing
+            end = min(len(self.ids), (self.pos // PREFILL_CHUNK + 1) * PREFILL_CHUNK)
+            if self.disk is not None:
+                end = min(end, (self.pos // self.disk.every + 1) * self.disk.every)
+            chunk = self.ids[self.pos:end]
             self.logits, self.state = self.writer.model.forward(chunk, self.state)
             self.pos += len(chunk)
             self.chunks += 1
+            if self.disk is not None and (self.done or self.pos % self.disk.every == 0):
+                self.disk.put(self.ids[:self.pos], self.logits, self.state, self.keys)
             if self.done:
                 self.writer.cache.put(self.ids, self.logits, self.state)
         return self.done

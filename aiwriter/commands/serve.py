@@ -26,6 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"端口（默认 {DEFAULT_PORT}，0 表示随便一个空闲端口）/ port (default {DEFAULT_PORT}; 0: any free port)")
     add_model_flags(p, backend=True)
     p.add_argument("--models-dir", help="模型文件夹：其中的 *.pth、*.safetensors 可在网页上选择 / folder whose *.pth and *.safetensors files the page offers")
+    p.add_argument("--states-dir", help="状态文件夹：其中的 *.pth、*.safetensors 状态文件（RWKV-Runner time_state）可按请求使用（字段 state）；"
+                                        "默认为模型文件夹旁的 states / folder of state files (RWKV-Runner time_state *.pth, *.safetensors) "
+                                        "a request may name in its `state` field (default: 'states' beside the models folder)")
+    p.add_argument("--no-state-cache", action="store_true",
+                   help="不把读过的状态存到磁盘（重启后要重读全文）/ do not keep read states on disk (a restart re-reads everything)")
+    p.add_argument("--state-cache-mb", type=int, default=2048,
+                   help="磁盘状态缓存的上限（MB，默认 2048）/ disk state cache limit in MB (default 2048)")
     p.add_argument("--db", help="文稿数据库文件（SQLite）/ manuscript database file (SQLite)")
     p.add_argument("--max-batch", type=int, default=16, help="同时写的最多条数（一次前向）/ most streams written together in one forward (default 16)")
     p.add_argument("--max-queue", type=int, default=32, help="排队请求的上限，超出回答 429 / most queued requests; more get 429 (default 32)")
@@ -84,6 +91,8 @@ def run(args) -> int:
     check_threads(args.threads)
     check_backend(args.backend, args.dtype)
     settings = ServerSettings(model=args.model, vocab=args.vocab, models_dir=args.models_dir, db=args.db, host=args.host,
+                              states_dir=args.states_dir,
+                              state_cache_bytes=0 if args.no_state_cache else max(0, args.state_cache_mb) * 2**20,
                               device=args.device or "cpu", dtype=args.dtype, max_batch=args.max_batch, max_queue=args.max_queue,
                               max_body=args.max_body, max_n=min(8, args.max_batch), api_key=args.api_key,
                               insecure=args.insecure, cors_origins=tuple(args.cors_origin), log_prompts=args.log_prompts)

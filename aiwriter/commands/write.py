@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="随机种子：同一种子写出同样的文字 / random seed: same seed, same text")
     p.add_argument("--batch", type=int, help="同时写几遍（默认 8）/ runs written together in one batch (default 8)")
     p.add_argument("--out", "-o", help="把每一遍都存到这个文件 / save every run to this file")
+    p.add_argument("--state", help="从这个状态文件开始（RWKV-Runner 的 time_state .pth/.safetensors，或 aiwriter train --state-only 的输出）/ "
+                                   "start from this state file (RWKV-Runner time_state .pth/.safetensors, or aiwriter train --state-only)")
+    p.add_argument("--no-state-cache", action="store_true",
+                   help="不把读过的状态存到磁盘缓存 / do not keep the states of what was read in the disk cache")
     p.add_argument("--config", help="设置文件 (TOML) / settings file (TOML)")
     add_story_arguments(p)
 
@@ -173,8 +177,14 @@ def run(args) -> int:
     model = model_loader(backend)(cfg.model, vocab=cfg.vocab, device=cfg.device, dtype=cfg.dtype)
     check_vocab(model)
     configure_threads(model, threads)
-    writer = Writer(model)
-    reading = writer.read(opening)
+    start = model.state_from_file(args.state) if getattr(args, "state", None) else None
+    disk = None
+    if not getattr(args, "no_state_cache", False):
+        from aiwriter.state_cache import DiskStateCache
+
+        disk = DiskStateCache(model)
+    writer = Writer(model, disk=disk)
+    reading = writer.read(opening, start=start)
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
     gen = torch.Generator(device=model.device).manual_seed(seed)
     print(

@@ -222,15 +222,21 @@ class RWKV7(nn.Module):
         self.blocks = nn.ModuleList(Block(i, n_embd, head_size, self.dim_ffn, self.dims) for i in range(n_layer))
         self.ln_out = nn.LayerNorm(n_embd)
         self.head = nn.Linear(n_embd, vocab_size, bias=False)
+        # a state-tuned start (blocks.N.att.time_state merged into the model file), [L, H, N, N]
+        # float32 as stored (rows: value index); not a parameter, so state_dict() stays official
+        self.time_state: torch.Tensor | None = None
 
     # -- contract ------------------------------------------------------------------------------
 
     def new_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
         dev = self.emb.weight.device
         L, C, H, N = self.n_layer, self.n_embd, self.n_head, self.head_size
+        wkv = torch.zeros(batch, L, H, N, N, device=dev)
+        if self.time_state is not None:
+            wkv[:] = self.time_state.to(dev)
         return {
             "att_x": torch.zeros(batch, L, C, device=dev),
-            "wkv": torch.zeros(batch, L, H, N, N, device=dev),
+            "wkv": wkv,
             "ffn_x": torch.zeros(batch, L, C, device=dev),
         }
 
@@ -256,6 +262,10 @@ class RWKV7(nn.Module):
 
     @classmethod
     def from_weights(cls, w: dict[str, torch.Tensor]) -> "RWKV7":
+        ts = sorted((int(n.split(".")[1]), n) for n in w if n.startswith("blocks.") and n.endswith(".att.time_state"))
+        if ts:
+            start = [w[n] for _, n in ts]
+            w = {n: t for n, t in w.items() if not n.endswith(".att.time_state")}
         cfg = _config_from_weights(w)
         with torch.device("meta"):
             model = cls(**cfg)
@@ -265,6 +275,13 @@ class RWKV7(nn.Module):
         check_keys(own, w, "RWKV-7", ignored=frozenset({"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}))
         tensors = {n: reshaped(n, w[n], p, "RWKV-7").to(dtype=dtype, copy=True) for n, p in own.items()}
         model.load_state_dict(tensors, assign=True)
+        if ts:
+            want = (model.n_head, model.head_size, model.head_size)
+            if [i for i, _ in ts] != list(range(model.n_layer)) or any(tuple(t.shape) != want for t in start):
+                raise AIWriterError(
+                    f"RWKV-7 模型文件里的 time_state 与模型不符：应为 {model.n_layer} 层 × {list(want)}",
+                    f"RWKV-7 checkpoint: its time_state does not fit the model ({model.n_layer} layers x {list(want)})")
+            model.time_state = torch.stack([t.float() for t in start])
         return model
 
     @classmethod

@@ -24,7 +24,7 @@ import aiwriter
 from aiwriter import sampling
 from aiwriter.errors import AIWriterError
 from aiwriter.server.bodies import BodyGuard
-from aiwriter.server.catalog import ModelCatalog
+from aiwriter.server.catalog import ModelCatalog, StateCatalog
 from aiwriter.server.replies import ApiError, SafeJSON, dumps, error_body, error_response
 from aiwriter.server.sampling_fields import DEFAULTS
 from aiwriter.server.scheduler import Scheduler
@@ -52,6 +52,8 @@ class ServerSettings:
     model: str | None = None       # model file; None = the embedded default model
     vocab: str | None = None       # vocab for that model (else NAME.json / vocab.json beside it)
     models_dir: str | None = None  # *.pth / *.safetensors here are offered in the model picker
+    states_dir: str | None = None  # state files a request may name (`state`); None = "states" beside models_dir
+    state_cache_bytes: int = 0     # disk cache of read states (survives restarts); 0 = off (serve turns it on)
     db: str | None = None          # SQLite file for manuscripts; None = the per-user default
     host: str = "127.0.0.1"
     device: str = "cpu"
@@ -89,7 +91,8 @@ def create_app(settings: ServerSettings | None = None, model=None, loader=None, 
         scheduler = Scheduler(catalog, model, device=settings.device, dtype=settings.dtype, max_batch=settings.max_batch,
                               max_queue=settings.max_queue, cache_bytes=settings.cache_bytes, loader=loader,
                               max_backlog=settings.max_backlog, stall_timeout=settings.stall_timeout,
-                              turn_after=settings.turn_after)
+                              turn_after=settings.turn_after, states=StateCatalog(states_dir(settings)),
+                              state_cache_bytes=settings.state_cache_bytes)
     except BaseException:
         store.close()
         raise
@@ -120,11 +123,17 @@ def create_app(settings: ServerSettings | None = None, model=None, loader=None, 
     def status():
         return {"aiwriter": aiwriter.__version__, **scheduler.status()}
 
+    @app.get("/api/states")
+    def states():
+        """State files a request may name in its `state` field (the states folder)."""
+        return {"states": scheduler.states.names()}
+
     @app.get("/api/config")
     def config():
         """What the page needs to draw its controls: defaults and limits."""
         return {
             "version": aiwriter.__version__, "model": scheduler.model_name, "models": catalog.names(),
+            "states": scheduler.states.names(),
             "max_n": settings.max_n, "max_length": settings.max_length,
             "defaults": {**sampling.DEFAULTS, "length": DEFAULTS.length, "runs": DEFAULTS.runs},
             "sampling_fields": [f.to_json() for f in sampling.FIELDS],  # names, ranges, labels, help (zh, en)
@@ -261,6 +270,15 @@ async def _refuse(scope, receive, send, status, zh, en, cors=(), extra=(), kind=
                *_SECURITY_HEADERS]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def states_dir(settings: ServerSettings) -> Path | None:
+    """--states-dir, else a "states" folder beside the models folder."""
+    if settings.states_dir:
+        return Path(settings.states_dir)
+    if settings.models_dir:
+        return Path(settings.models_dir).resolve().parent / "states"
+    return None
 
 
 def check_exposure(settings: ServerSettings) -> None:

@@ -60,6 +60,44 @@ class ModelCatalog:
                        param="model")
 
 
+class StateCatalog:
+    """The state files a request may name (`state` field): *.pth / *.safetensors in the states
+    folder (RWKV-Runner time_state files, aiwriter train --state-only). Names are paths relative
+    to that folder, exactly as GET /api/states lists them; nothing outside it is reachable."""
+
+    def __init__(self, states_dir: str | Path | None):
+        self.dir = Path(states_dir) if states_dir else None
+
+    def names(self) -> list[str]:
+        if self.dir is None or not self.dir.is_dir():
+            return []
+        root, found = self.dir.resolve(), []
+        for path in self.dir.rglob("*"):
+            if path.suffix.lower() in ModelCatalog.EXTENSIONS and _inside(path, root) and _is_file(path):
+                found.append(path.relative_to(self.dir).as_posix())
+            if len(found) >= 1000:
+                break
+        return sorted(found)
+
+    def resolve(self, name: str) -> Path:
+        """The file of a state name; raises ApiError naming the field `state`."""
+        if (not name or "\\" in name or "\x00" in name or name.startswith("/") or ":" in name
+                or any(part in ("..", ".") for part in name.split("/"))):
+            raise ApiError(400, "状态名不能含有 ..、/ 开头或盘符：只能指定状态文件夹里的文件",
+                           "a state name may not contain '..', a leading '/' or a drive: only files in the states folder",
+                           param="state")
+        encoded = name.encode("utf-8", "replace")
+        if len(encoded) > MAX_NAME_BYTES or any(len(p) > MAX_PART_BYTES for p in encoded.split(b"/")):
+            raise ApiError(400, "字段 state 太长", "field 'state' is too long", param="state")
+        if self.dir is not None and PurePosixPath(name).as_posix() == name:
+            root = self.dir.resolve()
+            path = root / name
+            if _inside(path, root) and path.suffix.lower() in ModelCatalog.EXTENSIONS and _is_file(path):
+                return path.resolve()
+        raise ApiError(404, "没有这个状态文件（GET /api/states 列出可用的状态）", "unknown state (GET /api/states lists them)",
+                       param="state")
+
+
 def _inside(path: Path, root: Path) -> bool:
     """Whether path, symlinks followed, lies inside root (a symlink loop or a name the file
     system refuses does not)."""

@@ -134,6 +134,8 @@ def submit(request: Request, job: Job) -> Job:
     sched = request.app.state.scheduler
     if job.model is not None:
         sched.catalog.resolve(job.model)  # an unknown or odd name is a 4xx now, not an event later
+    if job.state is not None:
+        sched.states.resolve(job.state)
     job.bind(asyncio.get_running_loop())
     try:
         sched.submit(job)

@@ -27,6 +27,7 @@ class Job:
     settings: SamplingSettings = field(default_factory=SamplingSettings)
     seed: int | None = None
     model: str | None = None  # a name ModelCatalog knows; None = the model loaded now
+    state: str | None = None  # a state file StateCatalog knows; None = the model's own start
     origin: str = ""          # "openai", "kobold", ...: what an abort without a key stops
     key: str = ""             # a client's handle (KoboldAI genkey) for abort and polling
     finish_sentence: int = 0  # past `length`, up to this many more chars to end the sentence

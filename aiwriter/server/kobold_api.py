@@ -59,7 +59,7 @@ class StreamRender(Render):
 async def _job(request: Request, n_allowed: bool) -> Job:
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
-    f.only("prompt", "memory", "max_length", "n", "stop_sequence", "sampler_seed", "model", "genkey", *SAMPLING_FIELDS,
+    f.only("prompt", "memory", "max_length", "n", "stop_sequence", "sampler_seed", "model", "state", "genkey", *SAMPLING_FIELDS,
            ignored=IGNORED)
     prompt = f.prompt("prompt")
     memory = f.str("memory", "")
@@ -70,6 +70,7 @@ async def _job(request: Request, n_allowed: bool) -> Job:
         settings=sampling_from(f, "stop_sequence"),
         seed=seed_from(f, "sampler_seed"),
         model=f.str("model", None, max_chars=500),
+        state=f.str("state", None, max_chars=500),
         origin="kobold",
         key=f.str("genkey", "", max_chars=200),
     )

@@ -207,7 +207,7 @@ MAX_FINISH_SENTENCE = 200
 async def completions(request: Request):
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
-    f.only("prompt", "max_tokens", "n", "stop", "seed", "model", "user", "stream", "echo", "stream_options", "logprobs",
+    f.only("prompt", "max_tokens", "n", "stop", "seed", "model", "state", "user", "stream", "echo", "stream_options", "logprobs",
            "best_of", "suffix", "finish_sentence", *SAMPLING_FIELDS, ignored=IGNORED)
     _refuse(f, ("best_of", "suffix"))
     logprobs = f.int("logprobs", None, 0, 5)
@@ -225,6 +225,7 @@ async def completions(request: Request):
         settings=sampling_from(f, "stop"),
         seed=seed_from(f),
         model=model,
+        state=f.str("state", None, max_chars=500),
         origin="openai",
         key=f.str("user", "", max_chars=200),
         logprobs=logprobs,
@@ -349,7 +350,7 @@ class ChatRender(CompletionRender):
 async def chat_completions(request: Request):
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
-    f.only("messages", "max_tokens", "max_completion_tokens", "n", "stop", "seed", "model", "user", "stream",
+    f.only("messages", "max_tokens", "max_completion_tokens", "n", "stop", "seed", "model", "state", "user", "stream",
            "stream_options", "logprobs", "top_logprobs", "response_format", *REFUSED, *SAMPLING_FIELDS, ignored=CHAT_IGNORED)
     _refuse(f, ("tools", "functions", "tool_choice", "function_call", "audio"))
     top = f.int("top_logprobs", None, 0, 20)
@@ -375,6 +376,7 @@ async def chat_completions(request: Request):
         settings=settings,
         seed=seed_from(f),
         model=model,
+        state=f.str("state", None, max_chars=500),
         origin="openai",
         key=f.str("user", "", max_chars=200),
         logprobs=logprobs,

@@ -24,9 +24,9 @@ from typing import Callable
 
 import torch
 
-from aiwriter.engine import Model, PrefixCache, load_model
+from aiwriter.engine import Model, PrefixCache, State, load_model
 from aiwriter.errors import AIWriterError
-from aiwriter.server.catalog import ModelCatalog
+from aiwriter.server.catalog import ModelCatalog, StateCatalog
 from aiwriter.server.jobs import Job, QueueFull
 from aiwriter.server.replies import ApiError
 from aiwriter.server.stats import SchedulerStats
@@ -47,8 +47,11 @@ class Scheduler:
     def __init__(self, catalog: ModelCatalog, model: Model | None = None, *, device: str = "cpu", dtype=None,
                  max_batch: int = 16, max_queue: int = 32, cache_bytes: int = 256 * 2**20,
                  loader: Callable[..., Model] | None = None, max_backlog: int = 1024, stall_timeout: float = 60.0,
-                 turn_after: float = 2.0):
+                 turn_after: float = 2.0, states: StateCatalog | None = None, state_cache_bytes: int = 0):
         self.catalog = catalog
+        self.states = states or StateCatalog(None)
+        self.state_cache_bytes = state_cache_bytes  # disk state cache budget; 0 = off
+        self._loaded_states: dict[tuple, State] = {}
         self.device, self.dtype = device, dtype
         self.max_batch, self.max_queue, self.cache_bytes = max_batch, max_queue, cache_bytes
         # chars per stream a client may leave unread before its job is paused; how long a paused
@@ -76,7 +79,13 @@ class Scheduler:
         self._thread.start()
 
     def _use(self, model: Model) -> None:
-        self.writer = Writer(model, PrefixCache(self.cache_bytes))  # the old model and its cache go
+        disk = None
+        if self.state_cache_bytes > 0:
+            from aiwriter.state_cache import DiskStateCache
+
+            disk = DiskStateCache(model, max_bytes=self.state_cache_bytes)
+        self._loaded_states = {}
+        self.writer = Writer(model, PrefixCache(self.cache_bytes), disk=disk)  # the old model and its cache go
         self._batch = Batch(model)
 
     # ------------------------------------------------------------------ called from requests
@@ -245,11 +254,33 @@ class Scheduler:
         try:
             if job.model not in (None, self.model_name):
                 self._switch_model(job.model)
-            self._reading.append((job, self.writer.start_reading(job.prompt)))
+            start = self._start_state(job.state)
+            self._reading.append((job, self.writer.start_reading(job.prompt, start=start)))
         except AIWriterError as e:
             with self._cond:
                 self._running.remove(job)
             job.emit("error", ApiError.of(e))
+
+    def _start_state(self, name: str | None) -> State | None:
+        """The start state a job names (loaded once per file version and model)."""
+        if not name:
+            return None
+        path = self.states.resolve(name)
+        try:
+            st = path.stat()
+        except OSError:
+            raise ApiError(404, "没有这个状态文件", "unknown state", param="state")
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._loaded_states:
+            try:
+                state = self.writer.model.state_from_file(path)
+            except AIWriterError as e:
+                zh, en = (m.replace(str(path), name).replace(str(path.parent) + "/", "") for m in (e.zh, e.en))
+                raise ApiError(422, f"无法使用状态文件：{zh}", f"cannot use the state file: {en}", param="state")
+            if len(self._loaded_states) >= 16:
+                self._loaded_states.pop(next(iter(self._loaded_states)))
+            self._loaded_states[key] = state
+        return self._loaded_states[key]
 
     def _read_a_chunk(self) -> None:
         """Read one chunk of the opening with the least left to read (short requests start at
@@ -280,7 +311,9 @@ class Scheduler:
         st.reused_ids += task.reused
         st.read_ids += len(reading.ids) - task.reused
         st.cache_entries, st.cache_bytes = len(self.writer.cache), self.writer.cache.nbytes()
+        st.disk_ids += task.from_disk
         job.info = {"model": self.model_name, "seed": seed, "prompt_ids": len(reading.ids), "reused_ids": task.reused,
+                    "disk_ids": task.from_disk, "state": job.state,
                     "t0": time.perf_counter()}
         job.emit("start", job.info)
         self._turn_started[id(job)] = time.monotonic()

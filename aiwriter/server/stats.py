@@ -11,6 +11,7 @@ class SchedulerStats:
     prompt_ids: int = 0       # ids in the openings of those jobs
     reused_ids: int = 0       # of those, found in the prefix cache
     read_ids: int = 0         # of those, read by the model
+    disk_ids: int = 0         # of the reused ids, found in the disk state cache
     written_chars: int = 0
     max_batch_seen: int = 0
     cache_entries: int = 0
