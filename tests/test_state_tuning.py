@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import aiwriter
-from aiwriter.cli import main
+from aiwriter.commands import main
 from aiwriter.models.rwkv5 import RWKV5
 from aiwriter.models.rwkv6 import RWKV6
 from aiwriter.models.rwkv7 import RWKV7
