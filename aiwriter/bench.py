@@ -68,6 +68,9 @@ class BenchSettings:
     engines: str | None = None           # comma separated; None: all
     threads: int = 0                     # torch threads; 0: torch's default
     out: str | None = None               # also save the JSON report here
+    model: str | None = None             # a real-size model file: bench_big instead of the shapes
+    dtypes: str = "int4"                 # with model: comma separated
+    prompt: int = 0                      # with model: opening length in tokens
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,17 +152,17 @@ def make_engine(case: dict):
 
         net = AIWriterV1.from_weights(torch.load(path, weights_only=True)).eval()
         if mode == "int8":
-            from aiwriter.models.quant import quantize_int8
+            from aiwriter.speed.quant import quantize_int8
 
             quantize_int8(net)
         if side == "original":
             net.exact_window(True)
         tok = CharTokenizer({i: chr(0x4E00 + i) for i in range(net.vocab_size)})
-        return OursEngine(Model(net=net, tokenizer=tok, device=torch.device("cpu"), dtype=torch.float32))
+        return OursEngine(Model(net=net, tokenizer=tok, device=torch.device("cpu"), dtype=mode))
     if side == "aiwriter" and mode.startswith("onnx"):
-        from aiwriter.onnx_backend import load_onnx_model
+        from aiwriter.engine import load_model
 
-        return OursEngine(load_onnx_model(path, export_dir=Path(case["tmp"]), int8=mode == "onnx-int8"))
+        return OursEngine(load_model(path, dtype="int8" if mode == "onnx-int8" else "fp32", backend="onnx"))
     if side == "aiwriter":  # int4 caches its exported graph: with the scratch checkpoints, not the user's
         from aiwriter.engine import load_model
 
@@ -449,6 +452,16 @@ def table(report: dict) -> str:
 
 def run(args: BenchSettings) -> int:
     from aiwriter.errors import AIWriterError
+
+    if getattr(args, "model", None):
+        from aiwriter import bench_big
+
+        res = bench_big.bench_model(args.model, [d.strip() for d in args.dtypes.split(",") if d.strip()], prompt=args.prompt)
+        res["machine"] = machine()
+        print(json.dumps(res, indent=1) if args.json else bench_big.table(res))
+        if args.out:
+            Path(args.out).write_text(json.dumps(res, indent=1), encoding="utf-8")
+        return 0
 
     shapes = QUICK if args.quick else FULL
     families = [f.strip() for f in args.families.split(",") if f.strip()]

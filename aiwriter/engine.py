@@ -6,25 +6,21 @@ without knowing the family.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from aiwriter.errors import AIWriterError
-from aiwriter.formats import detect_family, read_weights
+from aiwriter.formats import WeightFile, detect_family, open_weights
 from aiwriter.models import family_class
-from aiwriter.models.fast_decode import enable_fast_decode
-from aiwriter.models.quant import pack_bf16, quantize_int8
+from aiwriter.speed.fast_decode import FastDecoder
+from aiwriter.speed.quant import Int8Linear, PackedBF16Linear, bf16_packing_available, pack_bf16, quantize_int8
 from aiwriter.tokenizer import Tokenizer, load_tokenizer, tokenizer_for_vocab_size
-
-DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "fp16": torch.float16, "float16": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-}
-
 
 class State:
     """A model's recurrent state for B streams. copy() gives an independent branch.
@@ -63,13 +59,42 @@ class State:
         return sum(v.numel() * v.element_size() for v in self.data.values())
 
 
+DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8", "int4")
+_ALIASES = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16", "bf16": "bf16",
+            "bfloat16": "bf16", "int8": "int8", "int4": "int4",
+            torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+BACKENDS = ("torch", "onnx")
+
+
+def dtype_name(dtype) -> str:
+    """The one spelling of a weight format: fp32, fp16, bf16, int8 or int4 (None: fp32)."""
+    if dtype is None:
+        return "fp32"
+    name = _ALIASES.get(dtype)
+    if name is None:
+        raise AIWriterError(f"未知精度：{dtype}（可用 fp32、fp16、bf16、int8、int4）",
+                            f"unknown dtype: {dtype} (use fp32, fp16, bf16, int8, int4)")
+    return name
+
+
 @dataclass
 class Model:
-    net: torch.nn.Module
+    """A loaded model. `net` is the family module (backend "torch"), an Int4Net (dtype "int4") or
+    an OnnxNet (backend "onnx"); all follow the family contract of aiwriter.models. `dtype` is the
+    weight format actually in use (fp32, fp16, bf16, int8, int4); `compute_dtype` the torch dtype
+    activations are handed over in. `decoder` is the lean one-token step kept beside the module
+    (speed.fast_decode), used for one-id calls when it belongs to `net`."""
+
+    net: Any
     tokenizer: Tokenizer
     device: torch.device
-    dtype: torch.dtype
+    dtype: str = "fp32"
     path: Path | None = None
+    backend: str = "torch"
+    decoder: FastDecoder | None = None
+
+    def __post_init__(self):
+        self.dtype = dtype_name(self.dtype)
 
     @property
     def family(self) -> str:
@@ -111,6 +136,14 @@ class Model:
             )
         return t
 
+    def _run(self, ids: torch.Tensor, state: dict, all_logits: bool = False):
+        d = self.decoder
+        if all_logits:
+            return self.net(ids, state, all_logits=True)
+        if d is not None and ids.shape[1] == 1 and d.net is self.net:
+            return d(ids, state)
+        return self.net(ids, state)
+
     @torch.inference_mode()
     def forward(self, ids, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Consume ids (a prefill when several) for one stream: returns float32 logits [V] after
@@ -119,7 +152,7 @@ class Model:
             state = self.new_state(1)
         if len(ids) == 0:
             raise AIWriterError("没有可读入的内容", "nothing to read: empty id list")
-        logits, new = self.net(self._ids_tensor(ids), state.data)
+        logits, new = self._run(self._ids_tensor(ids), state.data)
         return logits[0].float(), State(new, state.start)
 
     @torch.inference_mode()
@@ -128,7 +161,7 @@ class Model:
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         if t.dim() == 1:
             t = t.unsqueeze(1)
-        logits, new = self.net(t, state.data)
+        logits, new = self._run(t, state.data)
         return logits.float(), State(new)
 
     @torch.inference_mode()
@@ -138,7 +171,7 @@ class Model:
         ids = list(ids)
         if self.ctx_len is not None and len(ids) > self.ctx_len:
             ids = ids[-self.ctx_len:]
-        out, _ = self.net(self._ids_tensor(ids), self.net.new_state(1), all_logits=True)
+        out, _ = self._run(self._ids_tensor(ids), self.net.new_state(1), all_logits=True)
         return out[0].float().cpu().numpy()
 
 
@@ -146,17 +179,30 @@ def default_model_path() -> Path:
     return Path(__file__).parent / "default_model" / "model.pth"
 
 
-def _find_vocab(model_path: Path) -> Path | None:
+def find_vocab(model_path: Path) -> Path | None:
+    """The vocab file that belongs to a model file: NAME.json, else vocab.json beside it."""
+    model_path = Path(model_path)
     for candidate in (model_path.with_suffix(".json"), model_path.parent / "vocab.json"):
         if candidate.is_file():
             return candidate
     return None
 
 
-def load_model(path=None, vocab=None, device: str = "cpu", dtype=None) -> Model:
-    """Load any model file the project knows (family told by its keys), with its tokenizer:
-    `vocab` if given, else a NAME.json or vocab.json beside the model, else by vocab size."""
-    path = Path(path) if path is not None else default_model_path()
+def resolve_tokenizer(model_path: Path, vocab, vocab_size: int) -> Tokenizer:
+    """The one vocab resolver: `vocab` if given, else find_vocab(model_path), else a known
+    tokenizer by the model's vocab size. A vocab larger than the model's output is refused."""
+    vocab_path = Path(vocab) if vocab is not None else find_vocab(model_path)
+    tokenizer = (load_tokenizer(vocab_path) if vocab_path is not None
+                 else tokenizer_for_vocab_size(vocab_size, near=Path(model_path).parent))
+    if tokenizer.vocab_size > vocab_size:
+        raise AIWriterError(
+            f"词表有 {tokenizer.vocab_size} 项，但模型只有 {vocab_size} 个输出，词表与模型不配套",
+            f"vocab has {tokenizer.vocab_size} entries but the model has {vocab_size} outputs: wrong vocab for this model",
+        )
+    return tokenizer
+
+
+def _device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -165,41 +211,209 @@ def load_model(path=None, vocab=None, device: str = "cpu", dtype=None) -> Model:
         raise AIWriterError("这台机器没有可用的 CUDA GPU，请用 --device cpu", "no CUDA GPU available here; use --device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise AIWriterError(f"不支持的设备：{device}（可用 cpu 或 cuda）", f"unsupported device: {device} (use cpu or cuda)")
-    int8 = dtype == "int8"  # int8 matrices, float32 everything else (aiwriter/models/quant.py)
-    int4 = dtype == "int4"  # 4-bit matrices, onnxruntime for decoding (aiwriter/int4.py)
-    if int4 and dev.type != "cpu":
+    return dev
+
+
+def load_model(path=None, vocab=None, device: str = "cpu", dtype=None, backend: str = "torch") -> Model:
+    """Load any model file the project knows (family told by its keys), with its tokenizer
+    (resolve_tokenizer). dtype: fp32 (default), fp16, bf16, int8 (int8 matrices, float32 the
+    rest) or int4 (CPU: 4-bit matrices, onnxruntime decoding). backend "onnx": run the model's
+    exported one-step graph through onnxruntime (`path` an exported .onnx, or a model file that is
+    exported first, int8 when dtype is int8)."""
+    path = Path(path) if path is not None else default_model_path()
+    if backend not in BACKENDS:
+        raise AIWriterError(f"未知后端：{backend}（可用 torch 或 onnx）", f"unknown backend: {backend} (use torch or onnx)")
+    name = dtype_name(dtype)
+    dev = _device(device)
+    if backend == "onnx":
+        return _load_onnx(path, vocab, name)
+    if name == "int4" and dev.type != "cpu":
         raise AIWriterError("int4 只能在 CPU 上用；GPU 请用 fp16 或 bf16", "int4 is a CPU mode; on a GPU use fp16 or bf16")
-    if int8 or int4:
-        dtype = torch.float32
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise AIWriterError(f"未知精度：{dtype}（可用 fp32、fp16、bf16、int8、int4）",
-                                f"unknown dtype: {dtype} (use fp32, fp16, bf16, int8, int4)")
-        dtype = DTYPES[dtype]
-    dtype = dtype or torch.float32
 
-    weights = read_weights(path)
-    family = detect_family(weights)
-    net = family_class(family).from_weights(weights)
-    net = net.to(device=dev, dtype=dtype).eval()
-    if int8:
-        quantize_int8(net)
-    elif dtype == torch.bfloat16 and dev.type == "cpu":
-        pack_bf16(net)  # oneDNN's reordered bf16 weights: same numbers as torch's bf16 matmul, faster
-    enable_fast_decode(net)  # lean one-token step, bit-equal to the family's forward
-    if int4:
-        from aiwriter.int4 import to_int4
+    wf = open_weights(path)
+    family = detect_family(wf)
+    check_memory(wf, name, family)
+    if family in STREAMED:
+        net, from_cache = _build_streaming(wf, family, name, dev)
+    else:  # the small windowed families: built from the whole file at once
+        net = family_class(family).from_weights({k: wf[k] for k in wf})
+        net = net.to(device=dev, dtype=TORCH_DTYPES.get(name, torch.float32)).eval()
+        if name == "int8":
+            quantize_int8(net)
+        elif name == "bf16" and dev.type == "cpu":
+            pack_bf16(net)
+        from_cache = None
+    del wf
+    decoder = None
+    if name == "int4":
+        from aiwriter.speed.int4 import open_int4, to_int4
 
-        net = to_int4(net, path)
+        try:
+            net = open_int4(net, from_cache) if from_cache is not None else to_int4(net, path)
+        except AIWriterError:
+            if from_cache is None:
+                raise
+            net = to_int4(net, path, rebuild=True)  # the cached graph is damaged: write it again
+    elif FastDecoder.supports(net):
+        decoder = FastDecoder(net)  # lean one-token step, bit-equal to the family's forward
+    tokenizer = resolve_tokenizer(path, vocab, net.vocab_size)
+    return Model(net=net, tokenizer=tokenizer, device=dev, dtype=name, path=path, decoder=decoder)
 
-    vocab_path = Path(vocab) if vocab is not None else _find_vocab(path)
-    tokenizer = load_tokenizer(vocab_path) if vocab_path is not None else tokenizer_for_vocab_size(net.vocab_size, near=path.parent)
-    if tokenizer.vocab_size > net.vocab_size:
-        raise AIWriterError(
-            f"词表有 {tokenizer.vocab_size} 项，但模型只有 {net.vocab_size} 个输出，词表与模型不配套",
-            f"vocab has {tokenizer.vocab_size} entries but the model has {net.vocab_size} outputs: wrong vocab for this model",
-        )
-    return Model(net=net, tokenizer=tokenizer, device=dev, dtype=dtype, path=path)
+
+TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+STREAMED = ("rwkv4", "rwkv5", "rwkv6", "rwkv7")  # families built tensor by tensor from the file
+
+
+def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
+    """Build a family module on the meta device from the file's shapes (keys and shapes checked
+    by the family's from_weights), then fill it tensor by tensor: each tensor is read, converted
+    (and its Linear quantized) and the original dropped, so the peak is the resident model plus
+    one tensor in flight. Returns (module, the int4 cache entry it was filled from, or None)."""
+    cls = family_class(family)
+    net = cls.from_weights({k: wf.meta(k) for k in wf}).eval()
+    target = TORCH_DTYPES.get(name, torch.float32)
+    first = {k: t.dtype for k, t in net.state_dict(keep_vars=True).items()}  # the dtypes from_weights chose
+    net = net.to(dtype=target)  # on the meta device: the final dtype of every tensor (families keep some float32)
+    from_cache = None
+    if name == "int4":
+        from aiwriter.speed.int4 import Int4Linear, cache_entry, fill_from_cache
+
+        entry = cache_entry(wf.path)
+        if entry.is_file() and Path(str(entry) + ".data").is_file():
+            from_cache = entry
+        make_linear = None
+    elif name == "int8":
+        make_linear = Int8Linear
+    elif name == "bf16" and dev.type == "cpu" and bf16_packing_available():
+        make_linear = PackedBF16Linear
+    else:
+        make_linear = None
+    from aiwriter.progress import progress as make_progress
+
+    progress = make_progress(total=wf.nbytes(), desc="载入模型 / loading the model", unit="B", unit_scale=True,
+                             delay=2.0, leave=False)  # a bar past 2 s on a terminal, plain lines elsewhere
+
+    def read(tname: str, like: torch.Tensor) -> torch.Tensor:
+        """The tensor as the eager path made it: from_weights' dtype, then net.to(target)'s."""
+        t = wf[tname]
+        progress.update(t.numel() * t.element_size())
+        return t.reshape(like.shape).to(first.get(tname, like.dtype)).to(device=dev, dtype=like.dtype)
+
+    try:
+        for mname, module in list(net.named_modules()):
+            prefix = mname + "." if mname else ""
+            if name == "int4" and isinstance(module, nn.Linear):
+                if from_cache is not None:  # the 4-bit values come from the cache, filled below
+                    new = Int4Linear(module.in_features, module.out_features, module.bias is not None, device="meta")
+                    wf_names = [prefix + "weight"] + ([prefix + "bias"] if module.bias is not None else [])
+                    progress.update(sum(wf.meta(n).numel() * wf.meta(n).element_size() for n in wf_names))
+                else:
+                    bias = read(prefix + "bias", module.bias) if module.bias is not None else None
+                    new = Int4Linear.from_weight(read(prefix + "weight", module.weight), bias)
+                net.set_submodule(mname, new)
+                continue
+            for pname, p in list(module._parameters.items()):
+                if p is not None:
+                    module._parameters[pname] = nn.Parameter(read(prefix + pname, p), requires_grad=p.requires_grad)
+            for bname, b in list(module._buffers.items()):
+                if b is not None and b.is_meta:
+                    module._buffers[bname] = read(prefix + bname, b)
+            if make_linear is not None and isinstance(module, nn.Linear):
+                net.set_submodule(mname, make_linear(module))
+        if from_cache is not None:
+            try:
+                fill_from_cache(net, from_cache)
+            except ValueError:  # a damaged cache entry: quantize from the file, write it again
+                for f in (from_cache, Path(str(from_cache) + ".data")):
+                    f.unlink(missing_ok=True)
+                from_cache = None
+                for mname, module in list(net.named_modules()):
+                    if isinstance(module, Int4Linear):
+                        w = read(mname + ".weight", wf.meta(mname + ".weight").float())
+                        net.set_submodule(mname, Int4Linear.from_weight(w))
+    finally:
+        progress.close()
+    left = [n for n, t in list(net.named_parameters()) + list(net.named_buffers()) if t.is_meta]
+    if left:
+        raise AIWriterError(f"模型文件缺少这些权重：{', '.join(left[:8])}", f"the model file lacks: {', '.join(left[:8])}")
+    return net, from_cache
+
+
+# Bytes per parameter of each format, for matrices and for everything else (norms, decays, the
+# embedding): what check_memory counts. int4 holds two engines (PyTorch + onnxruntime).
+_BYTES = {"fp32": (4, 4), "fp16": (2, 2), "bf16": (2, 2), "int8": (1.02, 4), "int4": (2 * 0.5625, 2 * 4)}
+OVERHEAD = 1.0 * 2**30  # Python, torch, onnxruntime and one tensor in flight
+
+
+def memory_needed(wf: WeightFile, family: str) -> dict[str, int]:
+    """Bytes a model needs resident in each format (estimated from its tensors' shapes)."""
+    matrices = rest = 0
+    for k in wf:
+        n = wf.meta(k).numel()
+        if wf.meta(k).dim() == 2 and k not in ("emb.weight", "tok_emb.weight") and n >= 65536:
+            matrices += n
+        else:
+            rest += n
+    return {d: int(matrices * m + rest * r + OVERHEAD) for d, (m, r) in _BYTES.items()}
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (not checked)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(wf: WeightFile, dtype: str, family: str) -> None:
+    """Refuse, before allocating anything, a model that does not fit in this machine's free
+    memory in the asked format, saying what each format needs and what would fit."""
+    free = available_memory()
+    if free is None or os.environ.get("AIWRITER_NO_MEMORY_CHECK"):
+        return
+    need = memory_needed(wf, family)
+    if need[dtype] <= free:
+        return
+    gb = lambda n: f"{n / 2**30:.1f} GB"  # noqa: E731
+    table = ", ".join(f"{d} {gb(n)}" for d, n in need.items())
+    fits = [d for d in ("bf16", "int8", "int4") if need[d] <= free and (d != "bf16" or family in STREAMED)]
+    hint_zh = f"请改用 --dtype {fits[0]}" if fits else "这台机器的内存放不下这个模型，请换小一些的模型"
+    hint_en = f"try --dtype {fits[0]}" if fits else "this machine cannot hold this model: use a smaller one"
+    raise AIWriterError(
+        f"内存不够：这个模型用 {dtype} 需要约 {gb(need[dtype])}，可用内存只有 {gb(free)}（各精度所需：{table}）。{hint_zh}",
+        f"not enough memory: this model needs about {gb(need[dtype])} as {dtype}, {gb(free)} is available "
+        f"(per dtype: {table}); {hint_en}",
+    )
+
+
+def _load_onnx(path: Path, vocab, dtype: str) -> Model:
+    import tempfile
+
+    from aiwriter.speed.onnx_export import export_onnx
+    from aiwriter.speed.onnx_runtime import OnnxNet
+
+    if dtype not in ("fp32", "int8"):
+        raise AIWriterError("--backend onnx 用导出时的精度（fp32，或 int8 导出）；要 4 位请用 --dtype int4，或 export-onnx --int4",
+                            "--backend onnx runs the precision it was exported with (fp32, or an int8 export); for "
+                            "4-bit use --dtype int4, or export-onnx --int4")
+    if path.suffix.lower() == ".onnx":
+        if not path.is_file():
+            raise AIWriterError(f"找不到 ONNX 模型 {path}", f"ONNX model not found: {path}")
+        if dtype != "fp32":
+            raise AIWriterError("ONNX 文件用导出时的精度，不能再加 --dtype", "an ONNX file runs the precision it was exported with; drop --dtype")
+        net = OnnxNet(path)
+    else:
+        source = load_model(path, vocab=vocab)
+        with tempfile.TemporaryDirectory(prefix="aiwriter-onnx-") as tmp:
+            onnx_path = export_onnx(source.net, Path(tmp) / (path.stem + ".onnx"), int8=dtype == "int8")
+            del source
+            net = OnnxNet(onnx_path)  # the session holds the graph: the file may go
+    return Model(net=net, tokenizer=resolve_tokenizer(path, vocab, net.vocab_size), device=torch.device("cpu"),
+                 dtype=dtype, path=path, backend="onnx")
 
 
 SMALL_MODEL = 30_000_000  # parameters

@@ -126,7 +126,7 @@ def test_serve_backend_onnx_serves_an_onnx_model(tmp_path, monkeypatch, capsys):
     app = served["app"]
     try:
         model = app.state.scheduler.model
-        assert type(model.net).__module__ == "aiwriter.onnx_backend"
+        assert type(model.net).__module__ == "aiwriter.speed.onnx_runtime"
         assert model.forward([1, 2])[0].shape[-1] == V
     finally:
         app.state.scheduler.close()

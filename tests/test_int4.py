@@ -1,4 +1,4 @@
-"""The int4 CPU mode (aiwriter/int4.py): the 4-bit block format, onnxruntime's MatMulNBits reading it
+"""The int4 CPU mode (aiwriter/speed/int4.py): the 4-bit block format, onnxruntime's MatMulNBits reading it
 as we write it, and load_model(dtype="int4") against the float32 path and against itself.
 
 Tolerances: 4-bit weights (16 levels per block of 128) move logits far more than int8, so the
@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import aiwriter
-from aiwriter import int4
+from aiwriter.speed import int4, int4_blocks
 from aiwriter.errors import AIWriterError
 from aiwriter.models.rwkv4 import RWKV4
 from aiwriter.models.rwkv5 import RWKV5
 from aiwriter.models.rwkv6 import RWKV6
 from aiwriter.models.rwkv7 import RWKV7
-from aiwriter.onnx_export import META_PREFIX
+from aiwriter.speed.onnx_export import META_PREFIX
 
 V = 100
 
@@ -58,13 +58,13 @@ def test_blocks_round_to_nearest_level_with_exact_extremes():
     K, N = 300, 7  # K not a multiple of the block: padded with zeros
     B = torch.randn(K, N, generator=g) * torch.linspace(0.01, 5, N)
     B[:, 3] = 0  # an all-zero column: scale 0, no division by zero
-    packed, scales, deq = int4.quantize_blocks(B)
-    nb = -(-K // int4.BLOCK)
-    assert packed.dtype == torch.uint8 and packed.shape == (N, nb, int4.BLOCK // 2)
+    packed, scales, deq = int4_blocks.quantize_blocks(B)
+    nb = -(-K // int4_blocks.BLOCK)
+    assert packed.dtype == torch.uint8 and packed.shape == (N, nb, int4_blocks.BLOCK // 2)
     assert scales.shape == (N * nb,) and deq.shape == (K, N)
     q = _unpack(packed.reshape(N, -1), K)
     assert q.min() >= -8 and q.max() <= 7
-    s = scales.view(N, nb).repeat_interleave(int4.BLOCK, 1)[:, :K]
+    s = scales.view(N, nb).repeat_interleave(int4_blocks.BLOCK, 1)[:, :K]
     torch.testing.assert_close(deq, (q * s).T, rtol=0, atol=0)  # the packed bits are the dequantized values
     levels = torch.arange(-8, 8, dtype=torch.float32)
     nearest = (levels * s.unsqueeze(-1) - B.T.unsqueeze(-1)).abs().min(-1).values
@@ -73,9 +73,9 @@ def test_blocks_round_to_nearest_level_with_exact_extremes():
     assert torch.all(deq[:, 3] == 0)
     for n in (0, 6):  # each block's largest magnitude is kept exactly (it maps to -8)
         for b in range(nb):
-            blk = B[b * int4.BLOCK:(b + 1) * int4.BLOCK, n]
+            blk = B[b * int4_blocks.BLOCK:(b + 1) * int4_blocks.BLOCK, n]
             i = int(blk.abs().argmax())
-            assert deq[b * int4.BLOCK + i, n] == blk[i]
+            assert deq[b * int4_blocks.BLOCK + i, n] == blk[i]
 
 
 def test_onnxruntime_reads_our_packing():
@@ -88,11 +88,11 @@ def test_onnxruntime_reads_our_packing():
     K, N = 320, 48
     B = torch.randn(K, N, generator=g)
     x = torch.randn(3, K, generator=g)
-    packed, scales, deq = int4.quantize_blocks(B)
+    packed, scales, deq = int4_blocks.quantize_blocks(B)
     want = x @ deq
     for level, tol in ((0, 1e-4), (4, 0.02)):
         node = helper.make_node("MatMulNBits", ["x", "B", "s"], ["y"], domain="com.microsoft", K=K, N=N, bits=4,
-                                block_size=int4.BLOCK, accuracy_level=level)
+                                block_size=int4_blocks.BLOCK, accuracy_level=level)
         graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, K])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, N])],
                                   [numpy_helper.from_array(packed.numpy(), "B"), numpy_helper.from_array(scales.numpy(), "s")])
@@ -139,49 +139,40 @@ def test_int4_mode_close_to_fp32_and_engines_agree(cls, tmp_path, cache):
 
 
 def test_int4_weights_identical_in_both_engines(tmp_path):
-    """Every matrix the graph multiplies by holds exactly the 4-bit values apply_to_torch gives the
-    PyTorch module; the prompts path holds them in bf16 (Linears) or float32 (LoRA matrices);
-    everything else (embedding, norms, decays) is left as it was."""
+    """Every Linear of the PyTorch side holds exactly the 4-bit blocks of its float32 weight
+    (int4_blocks.quantize_blocks is the reference), and every MatMulNBits of the cached graph
+    reads those same bytes; everything else (embedding, norms, LoRA) is left as it was."""
     import onnx
-    from onnx import numpy_helper
 
     path = _model_file(tmp_path, RWKV7)
     ref = aiwriter.load_model(path)
     m = aiwriter.load_model(path, dtype="int4")
-    entry = next(iter((tmp_path / "cache").glob("*.int4.onnx")))
-    model = onnx.load(str(entry))
-    tensors = [tuple(t) for t in json.loads({p.key: p.value for p in model.metadata_props}[META_PREFIX + int4.META_FIELD])]
-    names = {n for n, _ in tensors}
-    assert "head.weight" in names and "blocks.0.att.key.weight" in names and "blocks.1.att.w1" in names
-    assert "emb.weight" not in names
-    graph = model.graph
-    nodes = [n for n in graph.node if n.op_type == "MatMulNBits"]
-    assert len(nodes) == len(tensors) and not [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in
-                                                {i.name for i in graph.initializer if len(i.dims) == 2}]
-    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    decoded = []
-    for n in nodes:
-        K = next(a.i for a in n.attribute if a.name == "K")
-        N = next(a.i for a in n.attribute if a.name == "N")
-        q = _unpack(torch.from_numpy(inits[n.input[1]].copy()).reshape(N, -1), K)
-        s = torch.from_numpy(inits[n.input[2]].copy()).view(N, -1).repeat_interleave(int4.BLOCK, 1)[:, :K]
-        decoded.append((q * s).T.contiguous())
-    fp32 = dict(ref.net.named_parameters())
-    before = {k: v.detach().clone() for k, v in fp32.items()}
-    int4.apply_to_torch(ref.net, tensors)
     torch_side = m.net.torch_net
-    with torch.no_grad():
-        for name, transposed in tensors:
-            B = fp32[name].detach().T if transposed else fp32[name].detach()  # [K, N]
-            assert any(torch.equal(B, d) for d in decoded), name
-            assert not torch.equal(B, before[name].T if transposed else before[name])
-            if transposed:  # a Linear: the prompts path multiplies by the same values in bf16
-                layer = torch_side.get_submodule(name.removesuffix(".weight"))
-                got = layer(torch.eye(B.shape[0]))
-                torch.testing.assert_close(got, B.to(torch.bfloat16).float(), rtol=0, atol=0)
-            else:
-                torch.testing.assert_close(dict(torch_side.named_parameters())[name], B, rtol=0, atol=0)
-    torch.testing.assert_close(dict(torch_side.named_parameters())["emb.weight"], before["emb.weight"], rtol=0, atol=0)
+    layers = {n: l for n, l in torch_side.named_modules() if isinstance(l, int4.Int4Linear)}
+    assert "head" in layers and "blocks.0.att.key" in layers
+    assert not any(isinstance(l, torch.nn.Linear) for l in torch_side.modules())
+    own = dict(ref.net.named_parameters())
+    for name, layer in layers.items():
+        W = own[name + ".weight"].detach()
+        packed, scales, deq = int4_blocks.quantize_blocks(W.T)
+        assert torch.equal(layer.packed, packed) and torch.equal(layer.scales, scales), name
+        assert torch.equal(layer.dequantized(), deq.T), name
+    for name, p in torch_side.named_parameters():
+        torch.testing.assert_close(p, own[name], rtol=0, atol=0)
+    entry = next(iter((tmp_path / "cache").glob("*.int4.onnx")))
+    model = onnx.load(str(entry), load_external_data=False)
+    data = (tmp_path / "cache" / (entry.name + ".data")).read_bytes()
+    where = {i.name: {e.key: e.value for e in i.external_data} for i in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == len(layers) and not [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in where
+                                              and len(next(i for i in model.graph.initializer if i.name == n.input[1]).dims) == 2
+                                              and n.input[1].endswith(".weight")]
+    buffers = dict(torch_side.named_buffers())
+    for n in nodes:
+        for key in n.input[1:3]:
+            e = where[key]
+            raw = data[int(e["offset"]):int(e["offset"]) + int(e["length"])]
+            assert raw == buffers[key.removeprefix("net.")].numpy().tobytes(), key
 
 
 def test_cache_reused_rebuilt_and_optional(tmp_path, cache, monkeypatch):
@@ -195,11 +186,15 @@ def test_cache_reused_rebuilt_and_optional(tmp_path, cache, monkeypatch):
     torch.testing.assert_close(first.forward(ids)[0], second.forward(ids)[0], rtol=0, atol=0)
     torch.testing.assert_close(first.forward_batch([2], first.new_state())[0],
                                second.forward_batch([2], second.new_state())[0], rtol=0, atol=0)
-    # a damaged entry is built again
+    # a damaged entry (graph or data) is built again
     entry.write_bytes(b"not an onnx file")
     third = aiwriter.load_model(path, dtype="int4")
     torch.testing.assert_close(third.forward(ids)[0], first.forward(ids)[0], rtol=0, atol=0)
     assert entry.stat().st_size > 1000
+    data = entry.with_name(entry.name + ".data")
+    data.write_bytes(data.read_bytes()[:1000])
+    fifth = aiwriter.load_model(path, dtype="int4")
+    torch.testing.assert_close(fifth.forward(ids)[0], first.forward(ids)[0], rtol=0, atol=0)
     # a changed model file gets its own entry
     torch.save(RWKV4.random_weights(V, 2, 64, 32, seed=9), path)
     os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
@@ -280,33 +275,26 @@ def test_write_command_dtype_int4(tmp_path):
     assert both.returncode != 0 and "--backend onnx" in both.stderr and "Traceback" not in both.stderr
 
 
-def test_big_models_keep_tensors_beside_the_graph(tmp_path, cache, monkeypatch):
-    """Past protobuf's 2 GB the exported tensors live in NAME.data beside the graph (tested here
-    with the limit lowered); the model computes the same, and no scratch files are left."""
-    from aiwriter import onnx_export
-
-    path = _model_file(tmp_path, RWKV4)
-    small = aiwriter.load_model(path, dtype="int4")
-    monkeypatch.setenv("AIWRITER_CACHE", str(tmp_path / "big"))
-    monkeypatch.setattr(onnx_export, "PROTO_LIMIT", 1000)
-    big = aiwriter.load_model(path, dtype="int4")
-    files = sorted(p.name for p in (tmp_path / "big").iterdir())
+def test_cache_keeps_tensors_beside_a_small_graph(tmp_path, cache):
+    """The graph file holds no weights (no 2 GB protobuf limit, no second copy in memory while
+    writing): they lie raw, 64 KiB-aligned, in NAME.data beside it."""
+    path = _model_file(tmp_path, RWKV4, C=256)
+    aiwriter.load_model(path, dtype="int4")
+    files = sorted(p.name for p in cache.iterdir())
     assert len(files) == 2 and files[0].endswith(".int4.onnx") and files[1] == files[0] + ".data"
-    assert (tmp_path / "big" / files[1]).stat().st_size > (tmp_path / "big" / files[0]).stat().st_size
-    state = small.forward([4, 5, 6])[1]
-    torch.testing.assert_close(small.forward_batch([7], state)[0], big.forward_batch([7], state)[0], rtol=0, atol=0)
+    graph, data = (cache / files[0]).stat().st_size, (cache / files[1]).stat().st_size
+    assert data > 5 * graph
 
 
 def test_export_onnx_int4_file_runs_alone(tmp_path):
     from aiwriter.commands import main
-    from aiwriter.onnx_backend import load_onnx_model
 
     path = _model_file(tmp_path, RWKV7)
     out = tmp_path / "out" / "step4.onnx"
     assert main(["export-onnx", str(path), str(out), "--int4"]) == 0
-    alone = load_onnx_model(out)  # the vocab was copied beside it
+    alone = aiwriter.load_model(out, backend="onnx")  # the vocab was copied beside it
     assert alone.tokenizer.vocab_size == V
     mode = aiwriter.load_model(path, dtype="int4")
     state = mode.forward([1, 2, 3])[1]
     torch.testing.assert_close(alone.forward_batch([9], state)[0], mode.forward_batch([9], state)[0], rtol=0, atol=0)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["step4.json", "step4.onnx"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["step4.json", "step4.onnx", "step4.onnx.data"]

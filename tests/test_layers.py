@@ -29,12 +29,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # Known violations, each with the issue item that removes it. Only delete lines from this list.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("aiwriter.onnx_backend", "aiwriter.engine"):
-        "issue 13 (speed/): cycle engine -> int4 -> onnx_backend -> engine (and its private _find_vocab)",
-    ("aiwriter.onnx_export", "aiwriter.engine"):
-        "issue 13 (speed/): cycle engine -> int4 -> onnx_export -> engine",
-    ("aiwriter.onnx_export", "aiwriter.int4"):
-        "issue 13 (speed/): cycle onnx_export <-> int4",
 }
 
 

@@ -513,7 +513,7 @@ def test_other_sites_are_refused_unless_allowed(client):
 
 def test_server_writes_with_the_int4_mode(tmp_path):
     """`aiwriter serve --dtype int4`: the embedded model in the int4 mode serves batched completions."""
-    from aiwriter.int4 import Int4Net
+    from aiwriter.speed.int4 import Int4Net
 
     app = create_app(ServerSettings(db=str(tmp_path / "d.db"), dtype="int4"))
     assert isinstance(app.state.scheduler.model.net, Int4Net)

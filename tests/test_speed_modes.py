@@ -1,4 +1,4 @@
-"""Fast CPU modes against the float32 reference path: int8 weights (aiwriter.models.quant) and bf16.
+"""Fast CPU modes against the float32 reference path: int8 weights (aiwriter.speed.quant) and bf16.
 
 Tolerances: int8 rounds each weight to 1/254 of its row's largest magnitude and (on CPU, fbgemm)
 each activation vector to 7 bits, so logits move by a few percent of their range; we bound the
@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 
 import aiwriter
-from aiwriter.models import quant
+from aiwriter.speed import quant
 from aiwriter.models.aiwriter_v1 import AIWriterV1
-from aiwriter.models.quant import Int8Linear, quantize_int8
+from aiwriter.speed.quant import Int8Linear, quantize_int8
 from aiwriter.models.rwkv4 import RWKV4
 from aiwriter.models.rwkv7 import RWKV7
 
@@ -62,7 +62,8 @@ def test_int8_and_bf16_models_close_to_fp32(cls, tmp_path):
     l32 = torch.from_numpy(ref.logits(ids))
     scale = l32.abs().max()
     l8 = torch.from_numpy(q8.logits(ids))
-    assert _kl(l32, l8) < 5e-3 and (l8 - l32).abs().max() < 0.08 * scale
+    # without VNNI (AVX2-only CPUs) fbgemm rounds activations to 7 bits: twice the error
+    assert _kl(l32, l8) < 5e-3 and (l8 - l32).abs().max() < (0.08 if quant._full_range_ok() else 0.2) * scale
     lbf = torch.from_numpy(bf.logits(ids))
     assert _kl(l32, lbf) < 1e-3 and (lbf - l32).abs().max() < 0.03 * scale
     # decode steps (the T = 1 path) agree as well, state included
@@ -98,9 +99,10 @@ def test_packed_bf16_equals_plain_bf16(cls, tmp_path):
     """oneDNN-packed bf16 weights: the same products as torch's bf16 matmul (equal within bf16's
     last bit, in case the kernels add in another order; here they are bit-equal), on a prefill
     and on batched steps."""
-    from aiwriter.models.quant import PackedBF16Linear, bf16_packing_available, pack_bf16
+    from aiwriter.speed.quant import PackedBF16Linear, bf16_packing_available, pack_bf16
 
-    assert bf16_packing_available()  # x86 torch builds ship oneDNN
+    if not bf16_packing_available():  # oneDNN's bf16 reorder needs AVX-512 or AVX-NE-CONVERT
+        pytest.skip("this CPU cannot pack bf16 weights (AVX2 only)")
     path = tmp_path / "m.pth"
     torch.save(cls.random_weights(V, 2, 128, 32, seed=2), path)
     # the plain side straight from the family class: load_model may pack bf16 itself

@@ -67,16 +67,14 @@ def check_backend(backend: str, dtype) -> None:
 
 def model_loader(backend: str = "torch"):
     """load(path, vocab=, device=, dtype=) -> engine.Model for the backend (the server's loader too)."""
-    if backend == "onnx":
-        def load_onnx(path, vocab=None, device="cpu", dtype=None):
-            from aiwriter.onnx_backend import load_onnx_model
-
-            check_backend(backend, dtype)
-            return load_onnx_model(path, vocab=vocab)
-
-        return load_onnx
     from aiwriter.engine import load_model
 
+    if backend == "onnx":
+        def load_onnx(path, vocab=None, device="cpu", dtype=None):
+            check_backend(backend, dtype)
+            return load_model(path, vocab=vocab, backend="onnx")
+
+        return load_onnx
     return load_model
 
 

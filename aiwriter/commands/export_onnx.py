@@ -1,7 +1,10 @@
-"""`aiwriter export-onnx MODEL OUT`: one RNN step of a model as an ONNX graph (aiwriter/onnx_export.py)."""
+"""`aiwriter export-onnx MODEL OUT`: one RNN step of a model as an ONNX graph (aiwriter/speed/onnx_export.py;
+--int4: speed/int4.write_step), with its vocab beside it."""
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 NAME = "export-onnx"
 HELP = "导出一步 RNN 的 ONNX 模型 / export one RNN step as an ONNX model"
@@ -22,11 +25,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from aiwriter.onnx_export import export_model_file
+    from aiwriter.engine import find_vocab, load_model
+    from aiwriter.speed.onnx_export import export_onnx
 
-    model = export_model_file(args.model, args.out, vocab=args.vocab, int8=args.int8, int4=args.int4)
+    src, out = Path(args.model), Path(args.out)
+    model = load_model(src, vocab=args.vocab)
+    if args.int4:
+        from aiwriter.speed.int4 import quantize_int4, write_step
+        from aiwriter.speed.onnx_export import check_supported
+
+        check_supported(model.net)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_step(quantize_int4(model.net), out)  # the tensors in OUT.data beside it
+    else:
+        export_onnx(model.net, out, int8=args.int8)
+    vocab = Path(args.vocab) if args.vocab else find_vocab(src)
+    if vocab is not None and vocab.is_file():
+        shutil.copyfile(vocab, out.with_suffix(vocab.suffix if vocab.suffix else ".json"))
     kind = "int8" if args.int8 else "int4" if args.int4 else "fp32"
-    n = len(model.new_state().data)
-    print(f"已写出 {args.out}（{model.family}，{kind}，一步 RNN，状态 {n} 项）/ wrote {args.out} "
-          f"({model.family}, {kind}, one RNN step, {n} state tensors)")
+    print(f"已写出 {out}（{model.family}，{kind}，一步 RNN，状态 {len(model.new_state().data)} 项）/ wrote {out} "
+          f"({model.family}, {kind}, one RNN step, {len(model.new_state().data)} state tensors)")
     return 0

@@ -1,6 +1,6 @@
-"""`aiwriter export-onnx MODEL OUT`: one RNN step of a model as an ONNX graph, for onnxruntime
+"""One RNN step of a model as an ONNX graph, for onnxruntime
 (CPU, or the GPUs of any vendor through its execution providers: DirectML on Windows, ROCm /
-MIGraphX on AMD, OpenVINO on Intel, CoreML on Apple; see aiwriter/onnx_backend.py).
+MIGraphX on AMD, OpenVINO on Intel, CoreML on Apple; see speed/onnx_runtime.py).
 
 Graph: inputs `ids` [B] int64 and one float32 tensor per state entry (the family's state dict, in
 its order, each [B, ...]); outputs `logits` [B, V] float32 and `new_<name>` for each state entry.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import shutil
 import zlib
 from pathlib import Path
 
@@ -59,23 +58,6 @@ def _plain_lerp():
         torch.onnx.unregister_custom_op_symbolic("aten::lerp", OPSET)
 
 
-def save_model(model, out: Path) -> None:
-    """Write a loaded ModelProto to `out` (atomically), its tensors in `out`.data beside it when
-    they pass protobuf's 2 GB limit."""
-    import os
-
-    import onnx
-
-    out = Path(out)
-    staged = out.with_name(out.name + ".partial")
-    if sum(len(t.raw_data) for t in model.graph.initializer) > PROTO_LIMIT:
-        onnx.save(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=out.name + ".data", size_threshold=1024)
-    else:
-        onnx.save(model, str(staged))
-    os.replace(staged, out)
-
-
 def _encode_state(state: dict) -> str:
     """{name: [shape without batch, base64(zlib(float32 bytes))]} of a one-stream state."""
     out = {}
@@ -94,24 +76,23 @@ def decode_state(text: str) -> dict:
     return out
 
 
-def export_onnx(net, out: Path, int8: bool = False, int4: bool = False) -> Path:
-    """Write one step of a float32 family module (as load_model builds it) to `out`. int8: the
-    MatMul weights become int8 per output channel (onnxruntime's dynamic quantization: the
-    activations are quantized per call, MatMulInteger accumulates in int32)."""
-    import torch
-
-    try:
-        import onnx
-    except ImportError:
-        raise AIWriterError("导出 ONNX 需要 onnx 包：pip install onnx onnxruntime",
-                            "exporting to ONNX needs the onnx package: pip install onnx onnxruntime")
+def check_supported(net) -> None:
     if net.family not in SUPPORTED:
         raise AIWriterError(f"{net.family} 模型不能导出为 ONNX（支持：{', '.join(SUPPORTED)}）",
                             f"{net.family} models cannot be exported to ONNX (supported: {', '.join(SUPPORTED)})")
-    if any(p.dtype != torch.float32 for p in net.parameters()):
-        net = net.float()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def trace_step(net, export_params: bool = True, target=None):
+    """Trace one step of a family module with torch.onnx (into `target`, a path, or memory) and
+    return (the ModelProto without external data loaded, the traced Step module, the state's
+    names), the aiwriter metadata added. Without export_params the module's tensors stay graph
+    inputs named as in the Step module (`net.` + the module's own names)."""
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
     step, names = _step_module(net)
     B = 2  # not 1, so the batch dim is traced as a variable, not specialised away
     init = net.new_state(B)
@@ -119,41 +100,47 @@ def export_onnx(net, out: Path, int8: bool = False, int4: bool = False) -> Path:
     inputs = ["ids"] + names
     outputs = ["logits"] + [f"new_{n}" for n in names]
     axes = {n: {0: "batch"} for n in inputs + outputs}
-    big = sum(p.numel() * 4 for p in net.parameters()) > PROTO_LIMIT
-    import io
-    import warnings
-
-    # int4: the graph is traced without its parameters (they stay graph inputs, named; constant
-    # folding off, so a Linear reads Transpose(weight)) and filled in one matrix at a time by
-    # aiwriter.int4.quantize_graph: no float32 copy of the model is serialized.
-    target = io.BytesIO() if int4 else str(out)
+    big = export_params and sum(p.numel() * p.element_size() for p in net.state_dict().values()) > PROTO_LIMIT
+    sink = io.BytesIO() if target is None else str(target)
     with torch.no_grad(), warnings.catch_warnings(), _plain_lerp():
         warnings.simplefilter("ignore")
-        torch.onnx.export(step, (ids, *[init[n] for n in names]), target, input_names=inputs,
+        torch.onnx.export(step, (ids, *[init[n] for n in names]), sink, input_names=inputs,
                           output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
-                          external_data=big and not int4, export_params=not int4, do_constant_folding=not int4)
-    model = onnx.load_from_string(target.getvalue()) if int4 else onnx.load(str(out), load_external_data=False)
+                          external_data=big, export_params=export_params, do_constant_folding=export_params)
+    model = onnx.load_from_string(sink.getvalue()) if target is None else onnx.load(str(target), load_external_data=False)
     meta = {"family": net.family, "vocab_size": str(net.vocab_size), "state_names": json.dumps(names),
             "initial_state": _encode_state(net.new_state(1)), "format": "1"}
-    if int4:
-        from aiwriter.int4 import META_FIELD, quantize_graph
-
-        tensors = dict(step.named_parameters()) | dict(step.named_buffers())
-        done = quantize_graph(model, tensors)
-        meta[META_FIELD] = json.dumps([(name.removeprefix("net."), t) for name, t in done])
     for k, v in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = META_PREFIX + k, v
-    if int4:
-        save_model(model, out)
-    else:
-        onnx.save(model, str(out))
+    return model, step, names
+
+
+def export_onnx(net, out: Path, int8: bool = False) -> Path:
+    """Write one step of a family module (as load_model builds it) to `out`. int8: the MatMul
+    weights become int8 per output channel (onnxruntime's dynamic quantization: the activations
+    are quantized per call, MatMulInteger accumulates in int32). (4-bit: speed.int4.write_step.)"""
+    import torch
+
+    try:
+        import onnx
+    except ImportError:
+        raise AIWriterError("导出 ONNX 需要 onnx 包：pip install onnx onnxruntime",
+                            "exporting to ONNX needs the onnx package: pip install onnx onnxruntime")
+    check_supported(net)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if any(p.dtype != torch.float32 for p in net.parameters()):
+        net = net.float()
+    model, _, _ = trace_step(net, target=out)
+    onnx.save(model, str(out))
     if int8:
         import logging
         import os
 
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        big = sum(p.numel() * 4 for p in net.parameters()) > PROTO_LIMIT
         tmp = str(out.with_name(out.name + ".fp32-tmp"))
         root = logging.getLogger()
         level = root.level
@@ -169,17 +156,3 @@ def export_onnx(net, out: Path, int8: bool = False, int4: bool = False) -> Path:
             if os.path.exists(tmp):
                 os.remove(tmp)
     return out
-
-
-def export_model_file(model, out, vocab=None, int8: bool = False, int4: bool = False):
-    """Export the model file `model` to the ONNX file `out`, its vocab copied beside it (for the
-    runner). Returns the loaded engine.Model (for the caller's report)."""
-    from aiwriter.engine import _find_vocab, load_model
-
-    src, out = Path(model), Path(out)
-    loaded = load_model(src, vocab=vocab)
-    export_onnx(loaded.net, out, int8=int8, int4=int4)
-    vocab_path = Path(vocab) if vocab else _find_vocab(src)
-    if vocab_path is not None and vocab_path.is_file():
-        shutil.copyfile(vocab_path, out.with_suffix(vocab_path.suffix if vocab_path.suffix else ".json"))
-    return loaded

@@ -8,15 +8,12 @@ with the same operations in the same order as the family's forward, so its resul
 reference path bit for bit (the tests check it), whatever the weight format (nn.Linear,
 Int8Linear, PackedBF16Linear: each is called as the family calls it).
 
-`enable_fast_decode(net)` installs it on a module instance: a call with one id per stream and
-only the last logits takes the lean step; everything else (prefill, all_logits) the family's own
-forward. The step holds references to the module's layers and tensors plus a few constants
-derived from them; it rebuilds itself when those parameters change, and enable_fast_decode must
-be called again after layers are swapped (quantize_int8 and pack_bf16 do it).
+`FastDecoder(net)` sits beside a module (engine.Model keeps one): a call with one id per stream
+takes the lean step; everything else (prefill, all_logits) goes to the family's own forward. The
+step holds references to the module's layers and tensors plus a few constants derived from them,
+and rebuilds itself when those parameters change or a layer is swapped.
 """
 from __future__ import annotations
-
-import types
 
 import torch
 import torch.nn.functional as F
@@ -156,41 +153,42 @@ def _derived_from(net):
     return [p for n, p in net.named_parameters() if any(k in n for k in names)]
 
 
-def enable_fast_decode(net):
-    """Route one-id, last-logits calls of `net` without autograd through the lean step (in
-    place; returns net). Families without a lean step are returned unchanged. If the cached
-    parameters change afterwards (an optimizer step, load_state_dict, a device move), the step is
-    rebuilt on the next call; with autograd on (training), the family's forward always runs."""
-    build = BUILDERS.get(getattr(net, "family", None))
-    if build is None:
-        return net
-    watched = _derived_from(net)
+class FastDecoder:
+    """The lean one-token step of a module, kept beside it (never installed on it: the module holds
+    no reference back, so dropping the model frees it at once, without a garbage-collector pass).
 
-    def signature():
-        return tuple((p._version, p.data_ptr()) for p in watched)
+    `decoder(ids, state)` with ids [B, 1] returns what `net(ids, state)` returns, bit for bit. The
+    step is rebuilt on the next call whenever a cached parameter changed (an optimizer step,
+    load_state_dict, a device move) or a layer was swapped (quantize_int8, pack_bf16); with
+    autograd on, the family's own forward runs."""
 
-    def make():
+    def __init__(self, net):
+        if not self.supports(net):
+            raise ValueError(f"no lean step for {getattr(net, 'family', type(net).__name__)}")
+        self.net = net
+        self._build = BUILDERS[net.family]
+        self._step, self._sig, self._watched, self._layers = None, None, [], []
+
+    @staticmethod
+    def supports(net) -> bool:
+        return isinstance(net, torch.nn.Module) and getattr(net, "family", None) in BUILDERS
+
+    def _signature(self):
+        if any(parent._modules.get(name) is not child for parent, name, child in self._layers):
+            return None  # a layer was swapped
+        return tuple((p._version, p.data_ptr()) for p in self._watched)
+
+    def _make(self) -> None:
+        net = self.net
+        self._layers = [(parent, name, child) for parent in net.modules() for name, child in parent._modules.items()]
+        self._watched = _derived_from(net)
         with torch.no_grad():  # the derived constants are not part of any graph
-            return build(net), signature()
+            self._step = self._build(net)
+        self._sig = self._signature()
 
-    cache = [make()]
-    family_forward = type(net).forward
-
-    def forward(self, ids, state, all_logits=False):
-        if ids.shape[1] == 1 and not all_logits and not torch.is_grad_enabled():
-            if cache[0][1] != signature():
-                cache[0] = make()
-            return cache[0][0](ids, state)
-        return family_forward(self, ids, state, all_logits)
-
-    net.forward = types.MethodType(forward, net)
-    net.fast_decode = True
-    return net
-
-
-def disable_fast_decode(net):
-    """Back to the family's own forward for every call (in place; returns net)."""
-    if getattr(net, "fast_decode", False):
-        del net.forward
-        net.fast_decode = False
-    return net
+    def __call__(self, ids, state):
+        if ids.shape[1] != 1 or torch.is_grad_enabled():
+            return self.net(ids, state)
+        if self._step is None or self._signature() != self._sig:
+            self._make()
+        return self._step(ids, state)

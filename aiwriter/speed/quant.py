@@ -108,15 +108,6 @@ def quantize_int8(net: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(parent, name, Int8Linear(child))
-    return _refresh_fast_decode(net)
-
-
-def _refresh_fast_decode(net: nn.Module) -> nn.Module:
-    """A lean decode step built before the swap still calls the old layers: rebuild it."""
-    if getattr(net, "fast_decode", False):
-        from aiwriter.models.fast_decode import enable_fast_decode
-
-        enable_fast_decode(net)
     return net
 
 
@@ -144,11 +135,22 @@ class PackedBF16Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bf16 oneDNN-packed"
 
 
+_BF16_PACKING: bool | None = None
+
+
 def bf16_packing_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._reorder_linear_weight is not None
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether oneDNN can reorder bf16 weights on this CPU (it needs AVX-512 BW/VL/DQ or
+    AVX-NE-CONVERT: an AVX2-only CPU cannot). Told once by a probe."""
+    global _BF16_PACKING
+    if _BF16_PACKING is None:
+        try:
+            ok = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._reorder_linear_weight is not None
+            if ok:
+                torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), 1)
+            _BF16_PACKING = bool(ok)
+        except (AttributeError, RuntimeError):
+            _BF16_PACKING = False
+    return _BF16_PACKING
 
 
 def pack_bf16(net: nn.Module) -> nn.Module:
@@ -160,4 +162,4 @@ def pack_bf16(net: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) and child.weight.dtype == torch.bfloat16 and child.weight.device.type == "cpu":
                 setattr(parent, name, PackedBF16Linear(child))
-    return _refresh_fast_decode(net)
+    return net

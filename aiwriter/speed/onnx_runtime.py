@@ -1,6 +1,6 @@
-"""Run a model's exported ONNX step (aiwriter/onnx_export.py) through onnxruntime, behind the same
-family surface as the PyTorch modules, so engine.Model, the writer and the server use it unchanged:
-`load_onnx_model(path)` returns an engine.Model.
+"""Run a model's exported ONNX step (speed/onnx_export.py) through onnxruntime, behind the same
+family surface as the PyTorch modules, so engine.Model, the writer and the server use it unchanged
+(`engine.load_model(path, backend="onnx")`).
 
 Execution providers (onnxruntime picks the hardware; install the matching onnxruntime package):
   CPUExecutionProvider        every platform (`onnxruntime`)
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,7 @@ class OnnxNet:
     ctx_len = None
 
     def __init__(self, path: Path, providers: list[str] | None = None):
-        from aiwriter.onnx_export import META_PREFIX, decode_state
+        from aiwriter.speed.onnx_export import META_PREFIX, decode_state
 
         ort = _ort()
         opts = ort.SessionOptions()
@@ -96,37 +95,3 @@ class OnnxNet:
         new = {n: torch.from_numpy(feeds[n]) for n in self.names}
         logits = np.stack(outs, 1) if all_logits else outs[-1]
         return torch.from_numpy(logits), new
-
-
-def load_onnx_model(path=None, vocab=None, providers: list[str] | None = None, export_dir=None, int8: bool = False):
-    """An engine.Model backed by onnxruntime. `path` is an exported .onnx file, or any model file
-    load_model reads (it is then exported first, int8 if asked, into export_dir or a temporary
-    folder)."""
-    from aiwriter.engine import Model, _find_vocab, default_model_path, load_model
-    from aiwriter.tokenizer import load_tokenizer, tokenizer_for_vocab_size
-
-    path = Path(path) if path is not None else default_model_path()
-    scratch = None
-    if path.suffix.lower() != ".onnx":
-        from aiwriter.onnx_export import export_onnx
-
-        source = load_model(path, vocab=vocab)
-        if export_dir is None:
-            scratch = tempfile.TemporaryDirectory(prefix="aiwriter-onnx-")
-        folder = Path(export_dir) if export_dir is not None else Path(scratch.name)
-        onnx_path = export_onnx(source.net, folder / (path.stem + (".int8" if int8 else "") + ".onnx"), int8=int8)
-        tokenizer = source.tokenizer
-        del source
-    else:
-        if not path.is_file():
-            raise AIWriterError(f"找不到 ONNX 模型 {path}", f"ONNX model not found: {path}")
-        onnx_path, tokenizer = path, None
-    try:
-        net = OnnxNet(onnx_path, providers)
-    finally:
-        if scratch is not None:  # the session holds the model in memory: the file may go
-            scratch.cleanup()
-    if tokenizer is None:
-        vocab_path = Path(vocab) if vocab is not None else _find_vocab(path)
-        tokenizer = load_tokenizer(vocab_path) if vocab_path is not None else tokenizer_for_vocab_size(net.vocab_size, near=path.parent)
-    return Model(net=net, tokenizer=tokenizer, device=torch.device("cpu"), dtype=torch.float32, path=path)

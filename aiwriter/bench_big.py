@@ -1,0 +1,118 @@
+"""`aiwriter bench --model FILE`: a real-size model file, one process per measurement, as a user
+meets it: first load (int4: quantizing + writing its cache), later load, peak RSS, decode tok/s,
+reading a long opening, and this machine's streaming read bandwidth measured in the same run, so
+int4 decode can be put against its limit (bandwidth / bytes read per token)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def bandwidth_gbs(mb: int = 1024, repeats: int = 5) -> float:
+    """Streaming read bandwidth: the best of `repeats` sums over a buffer far above the caches,
+    with torch's threads (what a decode step has)."""
+    import torch
+
+    x = torch.ones(mb * 2**20 // 4)
+    x.sum()
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        x.sum()
+        best = max(best, x.numel() * 4 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def bytes_per_token(model) -> int:
+    """Bytes a one-token step must read: every matrix (int4: packed + scales), every other tensor
+    but the embedding (one row of it)."""
+    net = getattr(model.net, "torch_net", model.net)
+    total = 0
+    for name, t in list(net.named_parameters()) + list(net.named_buffers()):
+        if name in ("emb.weight", "tok_emb.weight"):
+            total += t.shape[1] * t.element_size()
+        else:
+            total += t.numel() * t.element_size()
+    return total
+
+
+def measure_one(path: str, dtype: str, prompt: int, seconds: float) -> dict:
+    import resource
+
+    import torch
+
+    from aiwriter.engine import load_model
+
+    t = time.perf_counter()
+    m = load_model(path, dtype=dtype)
+    load_s = time.perf_counter() - t
+    out = {"dtype": dtype, "load_s": load_s, "rss_after_load_mb": _rss_mb()}
+    state = m.new_state(1)
+    logits, state = m.forward_batch([1], state)
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds or n < 3:
+        logits, state = m.forward_batch([int(logits.argmax())], state)
+        n += 1
+    out["decode_tok_s"] = n / (time.perf_counter() - t)
+    out["bytes_per_token"] = bytes_per_token(m)
+    if prompt:
+        ids = torch.randint(0, m.vocab_size, (prompt,), generator=torch.Generator().manual_seed(0)).tolist()
+        t = time.perf_counter()
+        m.forward(ids)
+        out["prompt_tokens"], out["prompt_s"] = prompt, time.perf_counter() - t
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _sub(code: str, env: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@"):
+            return json.loads(line[2:])
+    return {"error": " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])}
+
+
+def bench_model(path: str, dtypes: list[str], prompt: int = 0, seconds: float = 6.0, cache: str | None = None) -> dict:
+    """Each dtype: a first load (empty int4 cache) and a later load, each in its own process."""
+    env = dict(os.environ, AIWRITER_CACHE=cache or tempfile.mkdtemp(prefix="aiwriter-bench-"))
+    code = ("import json; from aiwriter.bench_big import measure_one; "
+            "print('@@' + json.dumps(measure_one({!r}, {!r}, {}, {})))")
+    results = {"model": path, "file_bytes": os.path.getsize(path),
+               "bandwidth_gbs": _sub("import json; from aiwriter.bench_big import bandwidth_gbs; "
+                                     "print('@@' + json.dumps(bandwidth_gbs()))", env), "runs": []}
+    for dtype in dtypes:
+        first = _sub(code.format(path, dtype, 0, 1.0), env)
+        later = _sub(code.format(path, dtype, prompt, seconds), env)
+        results["runs"].append({"dtype": dtype, "first": first, "later": later})
+    return results
+
+
+def table(res: dict) -> str:
+    bw = res["bandwidth_gbs"]
+    lines = [f"{res['model']} ({res['file_bytes'] / 2**30:.2f} GiB); streaming read bandwidth {bw:.1f} GB/s",
+             "| dtype | first load s | later load s | peak RSS MB (first / later) | decode tok/s | bytes/token MB "
+             "| bandwidth limit tok/s | % of limit | prompt tok/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        f, l = r["first"], r["later"]
+        if "error" in f or "error" in l:
+            lines.append(f"| {r['dtype']} | error: {f.get('error') or l.get('error')} |")
+            continue
+        limit = bw * 1e9 / l["bytes_per_token"]
+        prompt = f"{l['prompt_tokens'] / l['prompt_s']:.1f}" if "prompt_s" in l else "—"
+        lines.append(f"| {r['dtype']} | {f['load_s']:.1f} | {l['load_s']:.1f} | {f['peak_rss_mb']:,.0f} / "
+                     f"{l['peak_rss_mb']:,.0f} | {l['decode_tok_s']:.2f} | {l['bytes_per_token'] / 1e6:,.0f} | "
+                     f"{limit:.1f} | {100 * l['decode_tok_s'] / limit:.0f} % | {prompt} |")
+    return "\n".join(lines)

@@ -1,0 +1,308 @@
+"""The int4 CPU mode (`load_model(path, dtype="int4")`): 4-bit matrices, the fastest way to write
+on a CPU, and the one in which models of several billion parameters fit in a few GB.
+
+Decoding one token reads every weight once, so its speed is the memory bandwidth divided by the
+bytes of the weights; 4-bit blocks (speed/int4_blocks.py) are an eighth of float32's. Every
+nn.Linear of the model becomes an Int4Linear holding its weight packed as onnxruntime's
+MatMulNBits reads it (the embedding, norms, decays, RWKV-7's small LoRA matrices and the state
+stay float32).
+
+Two engines, one set of 4-bit values:
+- one token per stream (decoding) runs the model's exported ONNX step, in which every Int4Linear
+  is a MatMulNBits node (int8 products of the quantized activations and the 4-bit weights,
+  accuracy_level 4): onnxruntime's per-node overhead is far below PyTorch's per-op overhead and
+  its 4-bit kernels stream the weights (torch's own int4 CPU kernel, _weight_int4pack_mm_for_cpu,
+  read 1.0 GB/s on an AVX2 EPYC against MatMulNBits' 7.3 GB/s);
+- several tokens (reading an opening) or all logits run the PyTorch module: each Int4Linear
+  unpacks its blocks (a slice of rows at a time) and multiplies in float32 (bf16 where oneDNN has
+  native bf16), so prompts get PyTorch's parallel GEMMs.
+
+The step graph is cached in aiwriter.paths.cache_dir() ($AIWRITER_CACHE, else
+$XDG_CACHE_HOME/aiwriter or ~/.cache/aiwriter), keyed by the model file's path, size and mtime: NAME.int4.onnx (the graph, a
+few MB) and NAME.int4.onnx.data (every tensor, raw, 64 KiB-aligned). The first load quantizes the
+model tensor by tensor while it streams it from the file and writes both; later loads read the
+4-bit matrices for the PyTorch side straight from the .data file (no quantization) and the rest
+from the model file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from aiwriter import paths
+from aiwriter.errors import AIWriterError
+from aiwriter.speed.int4_blocks import BLOCK, extreme_values
+
+SCHEME = "int4-sym-b128-v3"  # changes whenever the quantization or the graph does (cache key)
+ALIGN = 64 * 1024  # offsets of the tensors in the .data file
+ROWS = 4096  # output rows quantized / unpacked at a time (bounds the temporaries of a big head)
+
+
+def _quantize_rows(W: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """W [n, K] float -> (packed uint8 [n, nb, block/2], scales float32 [n, nb]), as
+    int4_blocks.quantize_blocks(W.T) packs them."""
+    n, K = W.shape
+    Kp = -(-K // block) * block
+    Wp = W.float() if Kp == K else F.pad(W.float(), (0, Kp - K))
+    blocks = Wp.view(n, Kp // block, block)
+    scale = extreme_values(blocks) / -8.0
+    q = blocks.div(torch.where(scale == 0, torch.ones_like(scale), scale)).round_().clamp_(-8, 7).add_(8)
+    u = q.to(torch.uint8)
+    return (u[..., 0::2] | (u[..., 1::2] << 4)).contiguous(), scale.view(n, -1).contiguous()
+
+
+class _MatMulNBits(torch.autograd.Function):
+    """Traced as onnxruntime's com.microsoft::MatMulNBits; while tracing it returns zeros of the
+    right shape (the values of a trace do not matter, and unpacking a big model would take seconds)."""
+
+    @staticmethod
+    def forward(ctx, x, packed, scales, K: int, N: int, block: int):
+        return x.new_zeros(*x.shape[:-1], N)
+
+    @staticmethod
+    def symbolic(g, x, packed, scales, K, N, block):
+        y = g.op("com.microsoft::MatMulNBits", x, packed, scales, K_i=K, N_i=N, bits_i=4, block_size_i=block,
+                 accuracy_level_i=4)
+        sizes = x.type().varyingSizes() if hasattr(x.type(), "varyingSizes") else None
+        if sizes is not None:  # tell the exporter the output's shape (else it warns once per node)
+            y.setType(x.type().with_sizes(list(sizes[:-1]) + [N]))
+        return y
+
+
+def _prompt_dtype() -> torch.dtype:
+    from aiwriter.speed.quant import bf16_packing_available
+
+    return torch.bfloat16 if bf16_packing_available() else torch.float32  # native bf16 GEMMs or not
+
+
+class Int4Linear(nn.Module):
+    """y = x W^T (+ b) with W [N, K] in 4-bit blocks of `block` along K. Input and output float32."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, block: int = BLOCK,
+                 device=None):
+        super().__init__()
+        nb = -(-in_features // block)
+        self.in_features, self.out_features, self.block = in_features, out_features, block
+        self.register_buffer("packed", torch.empty(out_features, nb, block // 2, dtype=torch.uint8, device=device))
+        self.register_buffer("scales", torch.empty(out_features * nb, dtype=torch.float32, device=device))
+        self.register_buffer("bias", torch.empty(out_features, device=device) if bias else None)
+        self._carrier = torch.empty(0)
+
+    @classmethod
+    def from_weight(cls, W: torch.Tensor, bias: torch.Tensor | None = None, block: int = BLOCK) -> "Int4Linear":
+        N, K = W.shape
+        layer = cls(K, N, bias is not None, block)
+        scales = layer.scales.view(N, -1)
+        with torch.no_grad():
+            for r in range(0, N, ROWS):
+                p, s = _quantize_rows(W[r:r + ROWS], block)
+                layer.packed[r:r + ROWS] = p
+                scales[r:r + ROWS] = s
+            if bias is not None:
+                layer.bias.copy_(bias.float())
+        return layer
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """dtype and device for callers that cast their input to the weight's: float32, CPU."""
+        return self._carrier
+
+    def dequantized(self, dtype=torch.float32, rows: slice = slice(None)) -> torch.Tensor:
+        """W [N, K] (or the given rows) as `dtype`: the exact 4-bit values times their scales."""
+        p = self.packed[rows]
+        n, nb = p.shape[0], p.shape[1]
+        q = torch.stack([p & 15, p >> 4], -1).view(n, nb, self.block).to(torch.float32).sub_(8)
+        W = q.mul_(self.scales.view(-1, nb)[rows].unsqueeze(-1)).view(n, -1)[:, :self.in_features]
+        return W.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            y = _MatMulNBits.apply(x.float(), self.packed, self.scales, self.in_features, self.out_features, self.block)
+            return y + self.bias if self.bias is not None else y
+        dtype = _prompt_dtype()
+        xd = x.to(dtype)
+        N = self.out_features
+        if N <= ROWS:
+            y = F.linear(xd, self.dequantized(dtype))
+        else:  # a big head: a slice of rows at a time, so no float copy of the whole matrix exists
+            y = torch.cat([F.linear(xd, self.dequantized(dtype, slice(r, r + ROWS))) for r in range(0, N, ROWS)], -1)
+        y = y.float()
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int4 blocks of {self.block}"
+
+
+def quantize_int4(net: nn.Module) -> nn.Module:
+    """Replace every nn.Linear of a CPU module by an Int4Linear, in place; returns the module."""
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, Int4Linear.from_weight(child.weight.detach(), child.bias))
+    return net
+
+
+def cache_entry(path: Path) -> Path:
+    """The cache file of a model file (its .data lies beside it)."""
+    st = path.stat()
+    text = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{SCHEME}|{torch.__version__}"
+    return paths.cache_dir() / f"{path.stem[:40]}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.int4.onnx"
+
+
+class Int4Net:
+    """The family contract over two engines with the same 4-bit weights: onnxruntime for one
+    token per stream, the PyTorch module for prompts and all-logits calls."""
+
+    def __init__(self, torch_net: nn.Module, onnx_net):
+        self.torch_net, self.onnx_net = torch_net, onnx_net
+        self.family, self.vocab_size, self.ctx_len = torch_net.family, torch_net.vocab_size, torch_net.ctx_len
+
+    def new_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        return self.torch_net.new_state(batch)
+
+    def __call__(self, ids: torch.Tensor, state: dict, all_logits: bool = False):
+        if ids.shape[1] == 1 and not all_logits:
+            return self.onnx_net(ids, state)
+        return self.torch_net(ids, state, all_logits)
+
+
+# ----------------------------------------------------------------------------------------------
+# The step graph: traced without its tensors, which are then written one at a time, raw, into the
+# .data file (never through protobuf: no 2 GB limit, no second copy of the model in memory).
+
+def write_step(net: nn.Module, out: Path) -> Path:
+    """Write the one-token step of a module whose Linears are Int4Linears to `out` (+ `out`.data),
+    atomically. Returns `out`."""
+    import onnx
+    from onnx import TensorProto
+
+    from aiwriter.speed.onnx_export import META_PREFIX, trace_step
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model, step, names = trace_step(net, export_params=False)
+    tensors = {k: v for k, v in (dict(step.named_parameters()) | dict(step.named_buffers())).items()}
+    wanted = {i.name for i in model.graph.input} & set(tensors)
+    data_name = out.name + ".data"
+    staged_data = out.with_name(data_name + ".partial")
+    inits, index = [], {}
+    with open(staged_data, "wb") as f:
+        for name in sorted(wanted):
+            t = tensors[name].detach()
+            if t.dtype not in (torch.uint8, torch.float32):
+                t = t.float()
+            arr = t.contiguous().cpu().numpy()
+            pad = -f.tell() % ALIGN
+            f.write(b"\0" * pad)
+            offset = f.tell()
+            f.write(memoryview(arr).cast("B"))
+            proto = TensorProto(name=name, dims=list(arr.shape),
+                                data_type=TensorProto.UINT8 if arr.dtype.kind == "u" else TensorProto.FLOAT)
+            proto.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(arr.nbytes))):
+                e = proto.external_data.add()
+                e.key, e.value = k, v
+            inits.append(proto)
+            index[name.removeprefix("net.")] = [offset, arr.nbytes, arr.dtype.str, list(arr.shape)]
+        f.flush()
+        os.fsync(f.fileno())
+    kept = [i for i in model.graph.input if i.name not in wanted]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    model.graph.initializer.extend(inits)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_PREFIX + "int4_index", json.dumps(index)
+    staged = out.with_name(out.name + ".partial")
+    onnx.save(model, str(staged))
+    os.replace(staged_data, out.with_name(data_name))
+    os.replace(staged, out)
+    return out
+
+
+def read_index(onnx_path: Path) -> dict:
+    """{tensor name (module's): [offset, nbytes, numpy dtype str, shape]} of a cached step."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    from aiwriter.speed.onnx_export import META_PREFIX
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    return json.loads(meta[META_PREFIX + "int4_index"])
+
+
+def fill_from_cache(net: nn.Module, onnx_path: Path) -> None:
+    """Give the Int4Linears of a module (built on the meta device) their packed weights and scales
+    from a cached step's .data file. Raises ValueError if it does not hold them all."""
+    try:
+        _fill(net, onnx_path)
+    except Exception as e:  # a damaged entry: onnx's decode errors, short files, wrong shapes
+        raise ValueError(f"damaged int4 cache entry {onnx_path}: {type(e).__name__}: {e}")
+
+
+def _fill(net: nn.Module, onnx_path: Path) -> None:
+    index = read_index(onnx_path)
+    data = Path(str(onnx_path) + ".data")
+    size = data.stat().st_size
+    with open(data, "rb") as f:
+        for name, layer in net.named_modules():
+            if not isinstance(layer, Int4Linear):
+                continue
+            for part in ("packed", "scales"):
+                offset, nbytes, _, shape = index[f"{name}.{part}"]
+                own = getattr(layer, part)
+                if offset + nbytes > size or own.numel() * own.element_size() != nbytes:
+                    raise ValueError(f"cache entry does not fit {name}.{part}")
+                buf = torch.empty(own.shape, dtype=own.dtype)
+                f.seek(offset)
+                if f.readinto(memoryview(buf.numpy()).cast("B")) != nbytes:
+                    raise ValueError("cache .data truncated")
+                setattr(layer, part, buf)
+
+
+def _announce(target: Path) -> None:
+    print(f"int4：首次载入这个模型，正在量化并导出（只需一次，存于 {target.parent}）/ int4: first load of this model, "
+          f"quantizing and exporting (once; cached in {target.parent})", file=sys.stderr, flush=True)
+
+
+def open_int4(net: nn.Module, onnx_path: Path) -> Int4Net:
+    from aiwriter.speed.onnx_runtime import OnnxNet
+
+    return Int4Net(net, OnnxNet(onnx_path))
+
+
+def to_int4(net: nn.Module, path: Path | None, rebuild: bool = False) -> Int4Net:
+    """The int4 mode of a CPU module whose Linears are already Int4Linears (or float: they are
+    quantized here), loaded from `path` (None: not cached); its cache entry is written if missing
+    (or if `rebuild`)."""
+    from aiwriter.speed.onnx_export import SUPPORTED
+
+    if net.family not in SUPPORTED:
+        raise AIWriterError(f"int4 只支持 RWKV-4/5/6/7 模型，这是 {net.family}",
+                            f"int4 supports RWKV-4/5/6/7 models only; this is {net.family}")
+    quantize_int4(net)
+    if path is not None:
+        target = cache_entry(Path(path))
+        try:
+            if rebuild or not target.is_file() or not Path(str(target) + ".data").is_file():
+                _announce(target)
+                write_step(net, target)
+            return open_int4(net, target)
+        except (OSError, AIWriterError):  # the cache folder is not writable, or a damaged entry
+            pass
+    with tempfile.TemporaryDirectory(prefix="aiwriter-int4-") as tmp:
+        target = write_step(net, Path(tmp) / "step.int4.onnx")
+        return open_int4(net, target)
+
+
+__all__ = ["Int4Linear", "Int4Net", "quantize_int4", "to_int4", "write_step", "fill_from_cache", "cache_entry",
+           "BLOCK"]
