@@ -300,7 +300,10 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
         return t.reshape(like.shape).to(first.get(tname, like.dtype)).to(device=dev, dtype=like.dtype)
 
     try:
-        for mname, module in list(net.named_modules()):
+        # names only: a list of the modules themselves would keep every replaced Linear (and its
+        # float weight) alive until the end
+        for mname in [n for n, _ in net.named_modules()]:
+            module = net.get_submodule(mname)
             prefix = mname + "." if mname else ""
             if name == "int4" and isinstance(module, nn.Linear):
                 if from_cache is not None:  # the 4-bit values come from the cache, filled below
