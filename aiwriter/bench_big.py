@@ -86,7 +86,16 @@ def _sub(code: str, env: dict) -> dict:
 
 def bench_model(path: str, dtypes: list[str], prompt: int = 0, seconds: float = 6.0, cache: str | None = None) -> dict:
     """Each dtype: a first load (empty int4 cache) and a later load, each in its own process."""
-    env = dict(os.environ, AIWRITER_CACHE=cache or tempfile.mkdtemp(prefix="aiwriter-bench-"))
+    scratch = None if cache else tempfile.TemporaryDirectory(prefix="aiwriter-bench-")  # int4 caches are GBs
+    try:
+        return _bench(path, dtypes, prompt, seconds, cache or scratch.name)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _bench(path: str, dtypes: list[str], prompt: int, seconds: float, cache: str) -> dict:
+    env = dict(os.environ, AIWRITER_CACHE=cache)
     code = ("import json; from aiwriter.bench_big import measure_one; "
             "print('@@' + json.dumps(measure_one({!r}, {!r}, {}, {})))")
     results = {"model": path, "file_bytes": os.path.getsize(path),
