@@ -336,6 +336,9 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
                         net.set_submodule(mname, Int4Linear.from_weight(w))
     finally:
         progress.close()
+    ts = getattr(net, "time_state", None)
+    if isinstance(ts, torch.Tensor) and ts.is_meta:  # RWKV-7's state-tuned start: a plain attribute
+        net.time_state = torch.stack([wf[f"blocks.{i}.att.time_state"].float() for i in range(ts.shape[0])]).to(dev)
     left = [n for n, t in list(net.named_parameters()) + list(net.named_buffers()) if t.is_meta]
     if left:
         raise AIWriterError(f"模型文件缺少这些权重：{', '.join(left[:8])}", f"the model file lacks: {', '.join(left[:8])}")
