@@ -20,6 +20,15 @@ DESCRIPTION = ("在本机启动写作网页和 API（OpenAI、KoboldAI 兼容）
 DEFAULT_PORT = 8266
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at each record, not the stream it was created with (an
+    embedding host or a test harness may swap and close stderr while the logger lives on)."""
+
+    def emit(self, record):
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="监听地址（默认只对本机开放）/ address to listen on (default: this computer only)")
@@ -126,7 +135,7 @@ def run(args) -> int:
               "or open URL#key=KEY", flush=True)
     log = logging.getLogger("aiwriter.server")  # one line per generation, sizes only (common.submit)
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     log.setLevel(logging.INFO)
