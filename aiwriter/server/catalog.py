@@ -22,40 +22,15 @@ class ModelCatalog:
         self.vocab = vocab  # for the startup model only
 
     def names(self) -> list[str]:
-        out = [self.default_name]
-        if self.models_dir is not None and self.models_dir.is_dir():
-            found = []
-            root = self.models_dir.resolve()
-            for path in self.models_dir.rglob("*"):
-                # a symlink leading out of the folder is not offered (resolve() refuses it too)
-                if path.suffix.lower() in self.EXTENSIONS and _inside(path, root) and _is_file(path):
-                    found.append(path.relative_to(self.models_dir).as_posix())
-                if len(found) >= 1000:
-                    break
-            out += sorted(n for n in found if n != self.default_name)
-        return out
+        return [self.default_name] + [n for n in _list_files(self.models_dir) if n != self.default_name]
 
     def resolve(self, name: str) -> tuple[Path | None, str | None]:
         """(model path, vocab path or None) for a name; raises ApiError naming the field `model`."""
         if name == self.default_name:
             return self.default_path, self.vocab
-        if (not name or "\\" in name or "\x00" in name or name.startswith("/") or ":" in name
-                or any(part in ("..", ".") for part in name.split("/"))):
-            raise ApiError(400, "模型名不能含有 ..、/ 开头或盘符：只能指定模型文件夹里的文件",
-                           "a model name may not contain '..', a leading '/' or a drive: only files in the models folder",
-                           param="model")
-        encoded = name.encode("utf-8", "replace")
-        if len(encoded) > MAX_NAME_BYTES or any(len(p) > MAX_PART_BYTES for p in encoded.split(b"/")):
-            raise ApiError(400, f"字段 model 太长：文件名最多 {MAX_PART_BYTES} 字节，整个名字最多 {MAX_NAME_BYTES} 字节",
-                           f"field 'model' is too long: at most {MAX_PART_BYTES} bytes per file or folder name, "
-                           f"{MAX_NAME_BYTES} in all", param="model")
-        # only a name exactly as listed: "good.pth/" or "sub//good.pth" would reach the same file
-        # under another name (and force a reload of a model already in memory)
-        if self.models_dir is not None and PurePosixPath(name).as_posix() == name:
-            root = self.models_dir.resolve()
-            path = root / name
-            if _inside(path, root) and path.suffix.lower() in self.EXTENSIONS and _is_file(path):
-                return path.resolve(), None
+        path = _find_file(self.models_dir, name, "model", "模型", "models")
+        if path is not None:
+            return path, None
         raise ApiError(404, "没有这个模型（GET /v1/models 列出可用的模型）", "unknown model (GET /v1/models lists them)",
                        param="model")
 
@@ -69,33 +44,55 @@ class StateCatalog:
         self.dir = Path(states_dir) if states_dir else None
 
     def names(self) -> list[str]:
-        if self.dir is None or not self.dir.is_dir():
-            return []
-        root, found = self.dir.resolve(), []
-        for path in self.dir.rglob("*"):
-            if path.suffix.lower() in ModelCatalog.EXTENSIONS and _inside(path, root) and _is_file(path):
-                found.append(path.relative_to(self.dir).as_posix())
-            if len(found) >= 1000:
-                break
-        return sorted(found)
+        return _list_files(self.dir)
 
     def resolve(self, name: str) -> Path:
         """The file of a state name; raises ApiError naming the field `state`."""
-        if (not name or "\\" in name or "\x00" in name or name.startswith("/") or ":" in name
-                or any(part in ("..", ".") for part in name.split("/"))):
-            raise ApiError(400, "状态名不能含有 ..、/ 开头或盘符：只能指定状态文件夹里的文件",
-                           "a state name may not contain '..', a leading '/' or a drive: only files in the states folder",
-                           param="state")
-        encoded = name.encode("utf-8", "replace")
-        if len(encoded) > MAX_NAME_BYTES or any(len(p) > MAX_PART_BYTES for p in encoded.split(b"/")):
-            raise ApiError(400, "字段 state 太长", "field 'state' is too long", param="state")
-        if self.dir is not None and PurePosixPath(name).as_posix() == name:
-            root = self.dir.resolve()
-            path = root / name
-            if _inside(path, root) and path.suffix.lower() in ModelCatalog.EXTENSIONS and _is_file(path):
-                return path.resolve()
+        path = _find_file(self.dir, name, "state", "状态", "states")
+        if path is not None:
+            return path
         raise ApiError(404, "没有这个状态文件（GET /api/states 列出可用的状态）", "unknown state (GET /api/states lists them)",
                        param="state")
+
+
+EXTENSIONS = ModelCatalog.EXTENSIONS
+
+
+def _list_files(folder: Path | None, limit: int = 1000) -> list[str]:
+    """Model-like files under folder, as names relative to it (sorted; at most `limit` looked at).
+    A symlink leading out of the folder is not offered (_find_file refuses it too)."""
+    if folder is None or not folder.is_dir():
+        return []
+    root, found = folder.resolve(), []
+    for path in folder.rglob("*"):
+        if path.suffix.lower() in EXTENSIONS and _inside(path, root) and _is_file(path):
+            found.append(path.relative_to(folder).as_posix())
+        if len(found) >= limit:
+            break
+    return sorted(found)
+
+
+def _find_file(folder: Path | None, name: str, field: str, what_zh: str, what_en: str) -> Path | None:
+    """The file `name` names inside folder, or None; raises a 400 naming `field` for a name that
+    tries to leave the folder or is too long for any file system."""
+    if (not name or "\\" in name or "\x00" in name or name.startswith("/") or ":" in name
+            or any(part in ("..", ".") for part in name.split("/"))):
+        raise ApiError(400, f"{what_zh}名不能含有 ..、/ 开头或盘符：只能指定{what_zh}文件夹里的文件",
+                       f"a {field} name may not contain '..', a leading '/' or a drive: only files in the {what_en} folder",
+                       param=field)
+    encoded = name.encode("utf-8", "replace")
+    if len(encoded) > MAX_NAME_BYTES or any(len(p) > MAX_PART_BYTES for p in encoded.split(b"/")):
+        raise ApiError(400, f"字段 {field} 太长：文件名最多 {MAX_PART_BYTES} 字节，整个名字最多 {MAX_NAME_BYTES} 字节",
+                       f"field '{field}' is too long: at most {MAX_PART_BYTES} bytes per file or folder name, "
+                       f"{MAX_NAME_BYTES} in all", param=field)
+    # only a name exactly as listed: "good.pth/" or "sub//good.pth" would reach the same file
+    # under another name (and force a reload of a model already in memory)
+    if folder is not None and PurePosixPath(name).as_posix() == name:
+        root = folder.resolve()
+        path = root / name
+        if _inside(path, root) and path.suffix.lower() in EXTENSIONS and _is_file(path):
+            return path.resolve()
+    return None
 
 
 def _inside(path: Path, root: Path) -> bool:
