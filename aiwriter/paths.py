@@ -9,7 +9,10 @@ On Windows the roots are %APPDATA% (config, data) and %LOCALAPPDATA% (cache). En
 overrides for single files or folders win over all of this:
 
     AIWRITER_CONFIG  the settings file       AIWRITER_DB     the manuscript database
-    AIWRITER_CACHE   the whole cache folder
+    AIWRITER_CACHE   the whole cache folder  AIWRITER_MODELS the models folder
+
+Downloaded models (`aiwriter download`) live in the models folder, data/models; state files in a
+"states" folder beside it (the server's default states folder is "states" beside its models folder).
 
 Nothing here creates a folder: callers create what they write, when they write it.
 """
@@ -58,3 +61,11 @@ def db_path() -> Path:
     if os.environ.get("AIWRITER_DB"):
         return Path(os.environ["AIWRITER_DB"])
     return data_dir() / "aiwriter.db"
+
+
+def models_dir() -> Path:
+    """$AIWRITER_MODELS, else "models" in the data folder: where `aiwriter download` puts models,
+    where `--model NAME` looks and what the page's model picker lists (it may not exist)."""
+    if os.environ.get("AIWRITER_MODELS"):
+        return Path(os.environ["AIWRITER_MODELS"]).expanduser()
+    return data_dir() / "models"

@@ -12,6 +12,8 @@ os.environ.setdefault("RWKV_JIT_ON", "0")
 # The int4 mode caches exported graphs: never in the user's ~/.cache from tests.
 os.environ.setdefault("AIWRITER_CACHE", tempfile.mkdtemp(prefix="aiwriter-test-cache-"))
 os.environ.setdefault("RWKV_CUDA_ON", "0")
+# `serve` lists the models folder (and "states" beside it) by default: never the user's from tests.
+os.environ.setdefault("AIWRITER_MODELS", os.path.join(tempfile.mkdtemp(prefix="aiwriter-test-data-"), "models"))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -11,12 +11,12 @@ import os
 import sys
 import traceback
 
-from aiwriter.commands import bench, export_onnx, serve, train, write
+from aiwriter.commands import bench, download, export_onnx, models, serve, train, write
 from aiwriter.commands import eval as evaluate
 from aiwriter.commands.common import EXIT_INTERRUPTED, EXIT_USAGE, Parser, bilingual, print_error
 from aiwriter.errors import AIWriterError
 
-COMMANDS = (write, serve, train, evaluate, bench, export_onnx)
+COMMANDS = (write, serve, train, evaluate, bench, export_onnx, models, download)
 DEBUG_HELP = "出错时显示完整的调用栈 / show tracebacks on errors"
 
 

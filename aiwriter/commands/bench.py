@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from aiwriter.commands.common import check_threads
+from aiwriter.commands.common import check_threads, resolve_model
 
 NAME = "bench"
 HELP = "测量速度（与 rwkv 官方包对比）/ measure speed (next to the rwkv package)"
@@ -29,5 +29,5 @@ def run(args) -> int:
     from aiwriter.bench import BenchSettings, run as bench
 
     return bench(BenchSettings(json=args.json, quick=args.quick, families=args.families, engines=args.engines,
-                               threads=args.threads or 0, out=args.out, model=args.model, dtypes=args.dtypes,
+                               threads=args.threads or 0, out=args.out, model=resolve_model(args.model), dtypes=args.dtypes,
                                prompt=args.prompt))

@@ -38,7 +38,9 @@ def print_error(zh: str, en: str) -> None:
 def add_model_flags(p, *, backend: bool = False, threads: bool = True) -> None:
     """--model, --vocab, --device, --dtype, --threads (and --backend where the command can run an
     ONNX model). Every default is None: the command (or its settings file) decides."""
-    p.add_argument("--model", "-m", help="模型文件（默认：内置模型）/ model file (default: the embedded model)")
+    p.add_argument("--model", "-m", help="模型文件，或 aiwriter models 列出的名称，或模型文件夹里的文件名（默认：内置模型）/ "
+                                         "model file, or a name aiwriter models lists, or a file name in the models "
+                                         "folder (default: the embedded model)")
     p.add_argument("--vocab", help="模型的词表文件（默认：模型旁的 同名.json 或 vocab.json）/ the model's vocab file "
                                    "(default: NAME.json or vocab.json beside the model)")
     p.add_argument("--device", help="cpu 或 cuda（默认 cpu）/ cpu or cuda (default: cpu)")
@@ -51,6 +53,15 @@ def add_model_flags(p, *, backend: bool = False, threads: bool = True) -> None:
     if threads:
         p.add_argument("--threads", type=int, help="CPU 线程数（默认：小模型 1，大模型全部核心）/ CPU threads "
                                                     "(default: 1 for small models, all cores for big ones)")
+
+
+def resolve_model(value: str | None) -> str | None:
+    """--model as given: a path, a catalogue name (downloaded into the models folder) or a file
+    name found there (aiwriter.hub.local.resolve_model)."""
+    from aiwriter.hub.local import resolve_model as resolve
+    from aiwriter.paths import models_dir
+
+    return resolve(value, models_dir())
 
 
 def check_threads(threads: int | None) -> None:

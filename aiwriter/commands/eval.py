@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from aiwriter.commands.common import add_model_flags, check_threads
+from aiwriter.commands.common import add_model_flags, check_threads, resolve_model
 
 NAME = "eval"
 HELP = "测量模型在文本上的损失 / measure a model's loss on a text"
@@ -27,7 +27,7 @@ def run(args) -> int:
     from aiwriter.training.evaluate import EvalSettings, evaluate_file
 
     configure_threads(None, args.threads)
-    r = evaluate_file(EvalSettings(text=args.text, model=args.model, vocab=args.vocab, max_chars=args.max_chars,
+    r = evaluate_file(EvalSettings(text=args.text, model=resolve_model(args.model), vocab=args.vocab, max_chars=args.max_chars,
                                    device=args.device or "cpu", dtype=args.dtype or "fp32", chunk=args.chunk))
     if args.json:
         print(json.dumps({"nats_per_char": r["nats_per_char"], "bits_per_char": r["bits_per_char"], "chars": r["chars"]}))

@@ -10,7 +10,8 @@ import threading
 import webbrowser
 from urllib.parse import quote, urlsplit
 
-from aiwriter.commands.common import add_model_flags, check_backend, check_threads, check_vocab, model_loader
+from aiwriter import paths
+from aiwriter.commands.common import add_model_flags, check_backend, check_threads, check_vocab, model_loader, resolve_model
 from aiwriter.errors import AIWriterError
 
 NAME = "serve"
@@ -34,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="监听地址（默认只对本机开放）/ address to listen on (default: this computer only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"端口（默认 {DEFAULT_PORT}，0 表示随便一个空闲端口）/ port (default {DEFAULT_PORT}; 0: any free port)")
     add_model_flags(p, backend=True)
-    p.add_argument("--models-dir", help="模型文件夹：其中的 *.pth、*.safetensors 可在网页上选择 / folder whose *.pth and *.safetensors files the page offers")
+    p.add_argument("--models-dir", help="模型文件夹：其中的 *.pth、*.safetensors 可在网页上选择（默认：aiwriter download 下载到的文件夹）/ "
+                                        "folder whose *.pth and *.safetensors files the page offers (default: the folder "
+                                        "aiwriter download fills)")
     p.add_argument("--states-dir", help="状态文件夹：其中的 *.pth、*.safetensors 状态文件（RWKV-Runner time_state）可按请求使用（字段 state）；"
                                         "默认为模型文件夹旁的 states / folder of state files (RWKV-Runner time_state *.pth, *.safetensors) "
                                         "a request may name in its `state` field (default: 'states' beside the models folder)")
@@ -99,7 +102,9 @@ def run(args) -> int:
                                 f"--cors-origin must be an origin such as http://localhost:5000 (got {origin!r})")
     check_threads(args.threads)
     check_backend(args.backend, args.dtype)
-    settings = ServerSettings(model=args.model, vocab=args.vocab, models_dir=args.models_dir, db=args.db, host=args.host,
+    # the models folder (created by `aiwriter download`, absent = no models to offer) unless --models-dir
+    models_dir = args.models_dir or str(paths.models_dir())
+    settings = ServerSettings(model=resolve_model(args.model), vocab=args.vocab, models_dir=models_dir, db=args.db, host=args.host,
                               states_dir=args.states_dir,
                               state_cache_bytes=0 if args.no_state_cache else max(0, args.state_cache_mb) * 2**20,
                               device=args.device or "cpu", dtype=args.dtype, max_batch=args.max_batch, max_queue=args.max_queue,

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from aiwriter.commands.common import add_model_flags, check_backend, check_threads, check_vocab, model_loader
+from aiwriter.commands.common import add_model_flags, check_backend, check_threads, check_vocab, model_loader, resolve_model
 from aiwriter.errors import AIWriterError
 from aiwriter.sampling_settings import FIELDS
 from aiwriter.settings import WriteConfig, load_write_config
@@ -147,6 +147,7 @@ class OutFile:
 def run(args) -> int:
     cfg = _config(args)
     _check_counts(cfg)
+    cfg.model = resolve_model(cfg.model)  # a catalogue name or a file in the models folder -> its path
     sampling = cfg.sampling()
     opening = _read_opening(args)
     if not opening.strip():
