@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import sys
@@ -233,6 +234,9 @@ def fetch(repo: str, filename: str, dest: Path, *, revision: str = "main", known
     if urlsplit(remote.url).netloc != urlsplit(where).netloc:
         headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
     f = None
+    hf_log = logging.getLogger("huggingface_hub")
+    level = hf_log.level
+    hf_log.setLevel(logging.ERROR)  # its retry notices are English-only; our errors say what happened
     try:
         f = _open_part(part)
         _lock(f, part)
@@ -266,6 +270,8 @@ def fetch(repo: str, filename: str, dest: Path, *, revision: str = "main", known
                                 f"{base.en}. The {gb(kept)} already fetched are kept in {part}; run the same command "
                                 f"again to continue") from None
         raise
+    finally:
+        hf_log.setLevel(level)
     verify(part, remote, label, known_sha256)
     os.replace(part, dest)
     return True

@@ -62,7 +62,7 @@ def resolve_model(value: str | None, folder: Path) -> str | None:
         for candidate in (folder / value, *(folder / (value + s) for s in MODEL_SUFFIXES)):
             if candidate.is_file():
                 return str(candidate)
-        if value.lower().startswith("rwkv") and not Path(value).suffix:
+        if value.lower().startswith("rwkv") and Path(value).suffix.lower() not in (*MODEL_SUFFIXES, ".onnx", ".pt", ".bin"):
             hint = close_names(value)
             if hint:
                 names = "、".join(hint)
