@@ -27,6 +27,13 @@ def git_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):  # a client that hung up mid-answer: not news here
+        pass
+
+
 class FakeHub:
     def __init__(self):
         self.files: dict[tuple[str, str], dict] = {}
@@ -49,10 +56,9 @@ class FakeHub:
             def do_GET(self):
                 hub._answer(self, body=True)
 
-        self.hub = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.cdn = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.hub = _Server(("127.0.0.1", 0), Handler)
+        self.cdn = _Server(("127.0.0.1", 0), Handler)
         for server in (self.hub, self.cdn):
-            server.daemon_threads = True
             threading.Thread(target=server.serve_forever, daemon=True).start()
 
     @property

@@ -62,7 +62,7 @@ def test_write_says_it_is_loading_before_torch_loads(tmp_path):
 
 def test_every_command_module_has_its_surface():
     names = [c.NAME for c in COMMANDS]
-    assert names == ["write", "serve", "train", "eval", "bench", "export-onnx"]
+    assert names == ["write", "serve", "train", "eval", "bench", "export-onnx", "models", "download"]
     for c in COMMANDS:
         assert c.HELP and "/ " in c.HELP and callable(c.add_arguments) and callable(c.run)
 
@@ -133,6 +133,52 @@ def test_serve_backend_onnx_serves_an_onnx_model(tmp_path, monkeypatch, capsys):
         app.state.store.close()
     assert main([*argv, "--dtype", "int8"]) == 2
     assert "--backend onnx" in capsys.readouterr().err
+
+
+def test_serve_offers_the_models_folder_by_default(tmp_path, monkeypatch):
+    """Without --models-dir, serve lists the models folder (where `aiwriter download` puts models)
+    in the page's picker, with the states folder beside it; --model takes a name found there."""
+    import shutil
+
+    import uvicorn
+
+    fixtures = Path(__file__).parent / "fixtures"
+    models = tmp_path / "data" / "models"
+    models.mkdir(parents=True)
+    shutil.copy(fixtures / "aiwriter-v1-tiny.pth", models / "tiny.pth")
+    shutil.copy(fixtures / "aiwriter-v1-vocab.json", models / "tiny.json")
+    shutil.copy(fixtures / "aiwriter-v1-tiny.pth", models / "other.pth")
+    shutil.copy(fixtures / "aiwriter-v1-vocab.json", models / "other.json")
+    monkeypatch.setenv("AIWRITER_MODELS", str(models))
+    served = {}
+
+    def fake_run(server, sockets=None):
+        served["app"] = server.config.app
+        for s in sockets:
+            s.close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    assert main(["serve", "--model", "tiny.pth", "--port", "0", "--no-browser", "--db", str(tmp_path / "d.db")]) == 0
+    app = served["app"]
+    try:
+        sched = app.state.scheduler
+        assert sched.catalog.default_path == models / "tiny.pth"
+        assert sched.catalog.names() == ["tiny.pth", "other.pth"]
+        assert sched.states.dir == tmp_path / "data" / "states"
+    finally:
+        app.state.scheduler.close()
+        app.state.store.close()
+
+
+def test_write_eval_bench_take_a_model_name(tmp_path, monkeypatch, capsys):
+    """--model NAME: a catalogue name not yet downloaded says how to get it (before anything loads)."""
+    monkeypatch.setenv("AIWRITER_MODELS", str(tmp_path / "models"))
+    for argv in (["write", "开头", "--model", "rwkv7-g1-0.1b"], ["eval", "--text", "x.txt", "--model", "rwkv7-g1-0.1b"],
+                 ["bench", "--model", "rwkv7-g1-0.1b"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "aiwriter download rwkv7-g1-0.1b" in err and "还没有下载" in err, argv
+    assert not (tmp_path / "models").exists()
 
 
 def test_entry_point_is_in_commands():

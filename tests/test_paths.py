@@ -56,5 +56,5 @@ def test_settings_read_the_config_folder(home, monkeypatch):
 
 
 def test_nothing_is_created(home):
-    paths.config_dir(), paths.data_dir(), paths.cache_dir(), paths.db_path()
+    paths.config_dir(), paths.data_dir(), paths.cache_dir(), paths.db_path(), paths.models_dir()
     assert list(home.iterdir()) == []

@@ -244,7 +244,6 @@ def fetch(repo: str, filename: str, dest: Path, *, revision: str = "main", known
                  displayed_filename=label, tqdm_class=_bar)
         f.close()
     except AIWriterError:
-        _close_quietly(f)
         raise
     except OSError as e:
         _close_quietly(f)
@@ -262,7 +261,7 @@ def fetch(repo: str, filename: str, dest: Path, *, revision: str = "main", known
                                 f"again to continue") from None
         raise AIWriterError(f"无法写入 {part}：{e.strerror or e}", f"cannot write {part}: {e.strerror or e}") from None
     except Exception as e:
-        _close_quietly(f)
+        _close_quietly(f)  # what was written stays for the next run
         if _is_network_error(e):
             kept = part.stat().st_size if part.is_file() else 0
             base = _hub_error(e, label)
@@ -270,7 +269,8 @@ def fetch(repo: str, filename: str, dest: Path, *, revision: str = "main", known
                                 f"{base.en}. The {gb(kept)} already fetched are kept in {part}; run the same command "
                                 f"again to continue") from None
         raise
-    finally:
+    finally:  # also on Ctrl+C: the partial file is closed (flushed) and kept
+        _close_quietly(f)
         hf_log.setLevel(level)
     verify(part, remote, label, known_sha256)
     os.replace(part, dest)
