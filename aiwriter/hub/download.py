@@ -11,6 +11,7 @@ serves them over HTTP too), so every download can be resumed the same way.
 
 HF_ENDPOINT (e.g. https://hf-mirror.com) is read at each call and passed to huggingface_hub
 explicitly (its own constant is read once, at import). Every failure is an AIWriterError.
+huggingface_hub's telemetry is turned off: the only requests are the file's HEAD and GET.
 """
 from __future__ import annotations
 
@@ -91,6 +92,14 @@ def _is_network_error(e: BaseException) -> bool:
 
 # ---------------------------------------------------------------------------------- the hub
 
+def _no_telemetry() -> None:
+    """Only the file's own requests: no usage details in the user agent and no extra request to
+    the hub for huggingface_hub's agent registry (read by its header builder unless telemetry is off)."""
+    from huggingface_hub import constants
+
+    constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
 def _token(where: str):
     # the user's HF token (if any) goes to huggingface.co only, never to a mirror
     return None if where == DEFAULT_ENDPOINT else False
@@ -100,6 +109,7 @@ def remote_file(repo: str, filename: str, revision: str = "main") -> Remote:
     """HEAD the file on the hub (following its redirects that stay on the hub)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
+    _no_telemetry()
     where = endpoint()
     url = hf_hub_url(repo, filename, revision=revision, endpoint=where)
     try:
