@@ -39,6 +39,7 @@ class FakeHub:
         self.files: dict[tuple[str, str], dict] = {}
         self.blobs: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.served: list[tuple[str, str | None]] = []  # (path, Range) of every GET that got file bytes
         self.cut_after: int | None = None
         self.down = False
         self.lock = threading.Lock()
@@ -75,7 +76,7 @@ class FakeHub:
         self.blobs[real] = data
 
     def gets(self) -> list[tuple[str, str | None]]:
-        """(path, Range) of every GET that asked for file bytes (not huggingface_hub's /api/ calls)."""
+        """(path, Range) of every GET (not huggingface_hub's /api/ calls)."""
         return [(p, r) for m, p, r in self.requests if m == "GET" and not p.startswith("/api/")]
 
     def close(self) -> None:
@@ -117,6 +118,9 @@ class FakeHub:
         if body and self.down:
             return self._status(h, 503)
         start, rng = 0, h.headers.get("Range")
+        if body:
+            with self.lock:
+                self.served.append((h.path, rng))
         if rng:
             start = int(rng.split("=", 1)[1].split("-", 1)[0])
         h.send_response(206 if rng else 200)

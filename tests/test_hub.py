@@ -20,13 +20,14 @@ from aiwriter.formats import open_weights
 from aiwriter.hub import catalog, download, local, shapes
 from aiwriter.hub.catalog import RELEASES, Release
 from aiwriter.models.rwkv4 import RWKV4
-from tests.fake_hub import FakeHub
+from tests.fake_hub import COMMIT, FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent
 G1 = catalog.find("rwkv7-g1-0.1b")
 NOVEL = catalog.find("rwkv4-novel-3b-chn")
 PAYLOAD = os.urandom(300_000)
 CHUNK = 10_000
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 @pytest.fixture
@@ -133,7 +134,9 @@ def test_a_download_lands_in_the_models_folder_and_is_listed(hub, capsys, tmp_pa
     dest = tmp_path / "models" / G1.filename
     assert dest.read_bytes() == PAYLOAD and "downloaded and verified" in out
     assert not download.partial_files(dest)
-    assert [p for p, _ in hub.gets()] == [f"/lfs/{hashlib.sha256(PAYLOAD).hexdigest()}"]  # via the "CDN" redirect
+    # one GET of the file at the commit the HEAD saw, redirected to the "CDN", which sent the bytes
+    assert [p for p, _ in hub.gets()] == [f"/{G1.repo}/resolve/{COMMIT}/{G1.filename}", f"/lfs/{SHA}"]
+    assert hub.served == [(f"/lfs/{SHA}", None)]
     (tmp_path / "models" / "my-own.pth").write_bytes(b"x")
     rc, out, _ = run(capsys, "models")
     assert rc == 0
@@ -159,9 +162,10 @@ def test_a_cut_download_resumes_from_the_partial_file(hub, capsys, tmp_path):
     assert "partial" in next(x for x in out.splitlines() if x.startswith("rwkv7-g1-0.1b "))
     hub.down = False
     hub.requests.clear()
+    hub.served.clear()
     rc, _, err = run(capsys, "download", "rwkv7-g1-0.1b")
     assert rc == 0, err
-    assert [r for _, r in hub.gets() if r] == ["bytes=100000-"]
+    assert hub.served == [(f"/lfs/{SHA}", "bytes=100000-")]
     assert dest.read_bytes() == PAYLOAD and not download.partial_files(dest)
 
 
@@ -179,7 +183,7 @@ def test_too_little_free_disk_is_refused_before_downloading(hub, capsys, monkeyp
     monkeypatch.setattr(download, "disk_usage", lambda p: Usage(10**9, 10**9 - 1000, 1000))
     rc, _, err = run(capsys, "download", "rwkv7-g1-0.1b")
     assert rc != 0 and "not enough disk space" in err and "磁盘空间不够" in err
-    assert not hub.gets() and not download.partial_files(tmp_path / "models" / G1.filename)
+    assert not hub.gets() and not (tmp_path / "models").exists()  # nothing fetched, nothing created
 
 
 class FullDisk:
@@ -212,9 +216,10 @@ def test_a_full_disk_mid_download_keeps_the_partial_file(hub, capsys, monkeypatc
     assert part.stat().st_size == 50_000 and part.name in err
     monkeypatch.setattr(download, "_open_part", lambda p: open(p, "ab"))  # the disk has room again
     hub.requests.clear()
+    hub.served.clear()
     rc, _, err = run(capsys, "download", "rwkv7-g1-0.1b")
     assert rc == 0, err
-    assert [r for _, r in hub.gets() if r] == ["bytes=50000-"] and dest.read_bytes() == PAYLOAD
+    assert hub.served == [(f"/lfs/{SHA}", "bytes=50000-")] and dest.read_bytes() == PAYLOAD
 
 
 def test_unknown_names_and_missing_files_are_clear_errors(hub, capsys):
@@ -276,4 +281,4 @@ def test_hf_endpoint_in_the_environment_of_a_fresh_process(hub, tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "fresh" / G1.filename).read_bytes() == PAYLOAD
-    assert [m for m, _, _ in hub.requests] == ["HEAD", "GET"]  # the file's own requests, nothing else
+    assert [m for m, _, _ in hub.requests] == ["HEAD", "GET", "GET"]  # the file's own requests, nothing else

@@ -23,7 +23,6 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from aiwriter.errors import AIWriterError
 from aiwriter.hub.catalog import Release
@@ -48,7 +47,7 @@ def gb(n: int | float) -> str:
 @dataclass(frozen=True)
 class Remote:
     """One file on the hub, as its HEAD answer describes it."""
-    url: str        # where the bytes are fetched from (the hub's redirect target, or the file URL)
+    url: str        # the file's URL at that commit: each GET (and retry) is redirected afresh by the hub
     size: int | None
     etag: str       # sha256 of an LFS file, git blob sha1 of a small one
     commit: str
@@ -121,7 +120,10 @@ def remote_file(repo: str, filename: str, revision: str = "main") -> Remote:
     if not meta.etag or not meta.commit_hash:
         raise AIWriterError(f"{where} 的回答不像 Hugging Face（没有 ETag 或 X-Repo-Commit），请检查 HF_ENDPOINT",
                             f"{where} does not answer like a Hugging Face hub (no ETag or X-Repo-Commit); check HF_ENDPOINT")
-    return Remote(url=meta.location or url, size=meta.size, etag=meta.etag, commit=meta.commit_hash)
+    # GET the file at the commit the HEAD saw (the same bytes even if the branch moves on), through the
+    # hub each time: a retry an hour into a big download gets a fresh signed CDN link, not an expired one
+    pinned = hf_hub_url(repo, filename, revision=meta.commit_hash, endpoint=where)
+    return Remote(url=pinned, size=meta.size, etag=meta.etag, commit=meta.commit_hash)
 
 
 # ---------------------------------------------------------------------------------- local files
@@ -143,6 +145,13 @@ def disk_usage(path: Path):  # a seam for tests: the preflight's view of the dis
 
 def _open_part(path: Path):  # a seam for tests: the file the bytes are written to
     return open(path, "ab")
+
+
+def _existing(folder: Path) -> Path:
+    """folder, or its nearest ancestor that exists (the disk it will be made on)."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
 
 
 def check_space(folder: Path, need: int) -> None:
@@ -225,7 +234,6 @@ def fetch(repo: str, filename: str, dest: Path, *, revision: str = "main", known
         verify_existing(dest, remote, label, known_sha256)
         return False
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest, remote.etag)
     for stale in partial_files(dest):  # a partial of an older version of the file cannot be continued
         if stale != part:
@@ -235,14 +243,13 @@ def fetch(repo: str, filename: str, dest: Path, *, revision: str = "main", known
         part.unlink()
         have = 0
     if remote.size is not None:
-        check_space(dest.parent, remote.size - have)
+        check_space(_existing(dest.parent), remote.size - have)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if have:
         print(f"从 {gb(have)} 处继续下载 {label} / resuming {label} from {gb(have)}", file=sys.stderr, flush=True)
 
     where = endpoint()
-    headers = build_hf_headers(token=_token(where))
-    if urlsplit(remote.url).netloc != urlsplit(where).netloc:
-        headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
+    headers = build_hf_headers(token=_token(where))  # httpx drops the token on a redirect to another host
     f = None
     hf_log = logging.getLogger("huggingface_hub")
     level = hf_log.level
@@ -255,29 +262,21 @@ def fetch(repo: str, filename: str, dest: Path, *, revision: str = "main", known
         f.close()
     except AIWriterError:
         raise
-    except OSError as e:
-        _close_quietly(f)
-        if e.errno in NO_SPACE:
-            kept = part.stat().st_size if part.is_file() else 0
+    except Exception as e:
+        _close_quietly(f)  # what was written stays for the next run
+        kept = part.stat().st_size if part.is_file() else 0
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
             raise AIWriterError(
                 f"磁盘已满，下载中断：已下载的 {gb(kept)} 保存在 {part}。腾出空间后再运行同一命令即可接着下载",
                 f"the disk is full; the download stopped. The {gb(kept)} already fetched are kept in {part}: free some "
                 f"space and run the same command again to continue") from None
-        if _is_network_error(e) or e.errno is None:
-            kept = part.stat().st_size if part.is_file() else 0
+        if _is_network_error(e) or (isinstance(e, OSError) and e.errno is None):  # incl. a short body
             base = _hub_error(e, label)
             raise AIWriterError(f"{base.zh}。已下载的 {gb(kept)} 保存在 {part}，再运行同一命令即可接着下载",
                                 f"{base.en}. The {gb(kept)} already fetched are kept in {part}; run the same command "
                                 f"again to continue") from None
-        raise AIWriterError(f"无法写入 {part}：{e.strerror or e}", f"cannot write {part}: {e.strerror or e}") from None
-    except Exception as e:
-        _close_quietly(f)  # what was written stays for the next run
-        if _is_network_error(e):
-            kept = part.stat().st_size if part.is_file() else 0
-            base = _hub_error(e, label)
-            raise AIWriterError(f"{base.zh}。已下载的 {gb(kept)} 保存在 {part}，再运行同一命令即可接着下载",
-                                f"{base.en}. The {gb(kept)} already fetched are kept in {part}; run the same command "
-                                f"again to continue") from None
+        if isinstance(e, OSError):
+            raise AIWriterError(f"无法写入 {part}：{e.strerror or e}", f"cannot write {part}: {e.strerror or e}") from None
         raise
     finally:  # also on Ctrl+C: the partial file is closed (flushed) and kept
         _close_quietly(f)
