@@ -347,24 +347,57 @@ def train(cfg: TrainSettings) -> int:
         ddp.close()
 
 
-def _train(cfg: TrainSettings, ddp: _Dist) -> int:
-    from aiwriter.progress import progress as progress_bar
-    from aiwriter.training.evaluate import prepare_text, stream_nats
-    from aiwriter.training.plot import plot_history
+@dataclass
+class _Run:
+    """What a run holds from its setup to its end: the model and optimizer, the data, and the
+    counters a checkpoint saves (step, tokens, elapsed, history)."""
+    cfg: TrainSettings
+    ddp: _Dist
+    out: Path
+    net: torch.nn.Module
+    forward: object          # `net`, or its torch.compile; same parameters (eval and saving use `net`)
+    params: list
+    opt: torch.optim.Optimizer
+    tok: object
+    packed: Path
+    data: object             # the packed token ids
+    n_chars: int
+    facts: dict
+    amp: object              # () -> the autocast context of one forward
+    eval_ids: object = None
+    eval_chars: int | None = None
+    bar: object = None       # the progress bar, once the loop starts
+    step: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0     # seconds of training, over all resumed parts
+    history: dict | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.ddp.device
+
+
+def _read_checkpoint(cfg: TrainSettings) -> dict | None:
+    """--resume: the checkpoint in --out (refused clearly if missing or unreadable); else None."""
+    if not cfg.resume:
+        return None
+    ckpt_path = Path(cfg.out) / CKPT
+    if not ckpt_path.is_file():
+        raise AIWriterError(f"没有可接续的检查点：{ckpt_path}", f"no checkpoint to resume from: {ckpt_path}")
+    try:
+        return torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a checkpoint we cannot read is a user-facing problem
+        raise AIWriterError(f"检查点已损坏：{ckpt_path}", f"checkpoint is corrupt: {ckpt_path} ({type(e).__name__})")
+
+
+def _setup(cfg: TrainSettings, ddp: _Dist) -> _Run:
+    """The model (new, or --init with its vocab, remapped onto --vocab), the packed data, the
+    optimizer, the held-out text; and, with --resume, where the checkpoint left off."""
+    from aiwriter.training.evaluate import prepare_text
 
     _check_args(cfg, ddp)
-    out = Path(cfg.out)
+    ckpt = _read_checkpoint(cfg)
     device = ddp.device
-    ckpt_path = out / CKPT
-    ckpt = None
-    if cfg.resume:
-        if not ckpt_path.is_file():
-            raise AIWriterError(f"没有可接续的检查点：{ckpt_path}", f"no checkpoint to resume from: {ckpt_path}")
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a checkpoint we cannot read is a user-facing problem
-            raise AIWriterError(f"检查点已损坏：{ckpt_path}", f"checkpoint is corrupt: {ckpt_path} ({type(e).__name__})")
-
     torch.manual_seed(cfg.seed)
     # --init: the model brings its tokenizer; load it before packing so the data uses that vocab
     net, init_tok = _build_net(cfg, 0, device) if cfg.init else (None, None)
@@ -382,141 +415,195 @@ def _train(cfg: TrainSettings, ddp: _Dist) -> int:
     if tok.vocab_size > facts["vocab_size"]:
         raise AIWriterError("词表比模型的输出多", "the vocab has more entries than the model has outputs")
 
-    forward = torch.compile(net) if cfg.compile else net  # same parameters; eval and saving use `net`
-    params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8,
                             fused=False)
-    step, tokens, elapsed0 = 0, 0, 0.0
-    history = {"train": [], "eval": []}
+    run = _Run(cfg=cfg, ddp=ddp, out=Path(cfg.out), net=net, forward=torch.compile(net) if cfg.compile else net,
+               params=[p for p in net.parameters() if p.requires_grad], opt=opt, tok=tok, packed=packed, data=data,
+               n_chars=n_chars, facts=facts, amp=_autocast(cfg, device), history={"train": [], "eval": []})
     if ckpt is not None:
-        if ckpt.get("data_key") != packed.stem:
-            raise AIWriterError("检查点与这次的训练数据或词表不同，无法接续", "the checkpoint was trained on other data or another vocab: cannot resume")
-        try:
-            net.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise AIWriterError("检查点与这次的模型设置不符，无法接续", f"the checkpoint does not fit this model's settings: cannot resume ({str(e)[:200]})")
-        step, tokens, elapsed0 = ckpt["step"], ckpt["tokens"], ckpt["elapsed"]
-        history = json.loads(ckpt["history"])
-        torch.set_rng_state(ckpt["rng"])
-
-    eval_ids = eval_chars = None
+        _restore(run, ckpt)
     if cfg.eval_file and ddp.main:
-        eval_ids, eval_chars = prepare_text(D.read_text(Path(cfg.eval_file)), tok, cfg.eval_chars)
-    amp = _autocast(cfg, device)
+        run.eval_ids, run.eval_chars = prepare_text(D.read_text(Path(cfg.eval_file)), tok, cfg.eval_chars)
+    return run
+
+
+def _restore(run: _Run, ckpt: dict) -> None:
+    """Take up a run where its checkpoint left it: weights, optimizer, counters, history, RNG."""
+    if ckpt.get("data_key") != run.packed.stem:
+        raise AIWriterError("检查点与这次的训练数据或词表不同，无法接续", "the checkpoint was trained on other data or another vocab: cannot resume")
+    try:
+        run.net.load_state_dict(ckpt["model"])
+        run.opt.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise AIWriterError("检查点与这次的模型设置不符，无法接续", f"the checkpoint does not fit this model's settings: cannot resume ({str(e)[:200]})")
+    run.step, run.tokens, run.elapsed = ckpt["step"], ckpt["tokens"], ckpt["elapsed"]
+    run.history = json.loads(ckpt["history"])
+    torch.set_rng_state(ckpt["rng"])
+
+
+def _train_step(run: _Run, lr: float) -> float:
+    """One optimizer step at learning rate `lr` on this step's windows (drawn from seed and step
+    alone; this rank takes its slice); returns this rank's loss."""
+    cfg, ddp, device = run.cfg, run.ddp, run.device
+    for group in run.opt.param_groups:
+        group["lr"] = lr
     local_b = cfg.batch_size // ddp.world
-    save_every = cfg.save_every or cfg.eval_every
-    V = facts["vocab_size"]
+    offs = D.batch_offsets(len(run.data), cfg.ctx_len, cfg.batch_size, cfg.seed, run.step)
+    x, y = D.get_batch(run.data, offs[ddp.rank * local_b:(ddp.rank + 1) * local_b], cfg.ctx_len)
+    x = torch.from_numpy(x).to(device)
+    y = torch.from_numpy(y).to(device)
+    with run.amp():
+        logits, _ = run.forward(x, run.net.new_state(local_b), all_logits=True)
+    loss = F.cross_entropy(logits.float().reshape(-1, run.facts["vocab_size"]), y.reshape(-1))
+    if not torch.isfinite(loss):
+        raise AIWriterError(f"第 {run.step} 步损失变成了 {float(loss)}：请降低 --lr", f"loss became {float(loss)} at step {run.step}: lower --lr")
+    loss.backward()
+    ddp.average_grads(run.params)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    run.step += 1
+    run.tokens += cfg.batch_size * cfg.ctx_len
+    return float(loss.detach())  # this rank's loss; the logged figure is rank 0's share of the batch
 
-    def evaluate() -> float | None:
-        if eval_ids is None:
-            return None
-        net.eval()
-        nats = stream_nats(net, eval_ids, device=device, autocast=amp())
-        net.train()
-        return nats / eval_chars
 
-    def checkpoint(final: bool = False) -> None:
-        if not ddp.main:
-            return
-        _atomic_torch_save({
-            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "optimizer": opt.state_dict(), "step": step, "tokens": tokens, "elapsed": elapsed,
-            "rng": torch.get_rng_state(), "data_key": packed.stem, "history": json.dumps(history),
-            "args": json.dumps(_plain_args(cfg), ensure_ascii=False),
-        }, ckpt_path)
-        _atomic_json(history, out / "history.json")
-        try:
-            plot_history(history, out / "loss.png")
-        except Exception as e:  # a plotting failure must never stop training
-            bar.write(f"loss.png not written: {e}", file=sys.stderr)
-        save_model(net, out, tok, cfg.save_dtype)
-        _atomic_json({
-            "model": facts, "data": [str(p) for p in cfg.data], "data_chars": n_chars,
-            "data_tokens": int(len(data)), "vocab_size": tok.vocab_size, "steps": step,
-            "tokens_seen": tokens, "wall_seconds": round(elapsed, 1), "world_size": ddp.world,
-            "device": str(device), "cpu": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(), "final": final,
-            "last_train_loss": history["train"][-1]["loss"] if history["train"] else None,
-            "last_eval": history["eval"][-1] if history["eval"] else None,
-            "command": " ".join(sys.argv), "args": _plain_args(cfg),
-        }, out / "train.json")
+def _evaluate(run: _Run) -> float | None:
+    """Held-out nats per char of the model now (rank 0, with --eval-file); else None."""
+    from aiwriter.training.evaluate import stream_nats
 
+    if run.eval_ids is None:
+        return None
+    run.net.eval()
+    nats = stream_nats(run.net, run.eval_ids, device=run.device, autocast=run.amp())
+    run.net.train()
+    return nats / run.eval_chars
+
+
+def _log_eval(run: _Run) -> float | None:
+    """Evaluate and add the figure to the history; returns it (None without --eval-file)."""
+    ev = _evaluate(run)
+    if ev is not None:
+        run.history["eval"].append({"step": run.step, "tokens": run.tokens, "elapsed": round(run.elapsed, 1),
+                                    "nats_per_char": ev})
+    return ev
+
+
+def _checkpoint(run: _Run, final: bool = False) -> None:
+    """Rank 0 writes ckpt.pt (for --resume), history.json, loss.png, model.pth + vocab.json and
+    train.json, each atomically."""
+    from aiwriter.training.plot import plot_history
+
+    if not run.ddp.main:
+        return
+    cfg, out, history = run.cfg, run.out, run.history
+    _atomic_torch_save({
+        "model": {k: v.detach().cpu() for k, v in run.net.state_dict().items()},
+        "optimizer": run.opt.state_dict(), "step": run.step, "tokens": run.tokens, "elapsed": run.elapsed,
+        "rng": torch.get_rng_state(), "data_key": run.packed.stem, "history": json.dumps(history),
+        "args": json.dumps(_plain_args(cfg), ensure_ascii=False),
+    }, out / CKPT)
+    _atomic_json(history, out / "history.json")
+    try:
+        plot_history(history, out / "loss.png")
+    except Exception as e:  # a plotting failure must never stop training
+        run.bar.write(f"loss.png not written: {e}", file=sys.stderr)
+    save_model(run.net, out, run.tok, cfg.save_dtype)
+    _atomic_json({
+        "model": run.facts, "data": [str(p) for p in cfg.data], "data_chars": run.n_chars,
+        "data_tokens": int(len(run.data)), "vocab_size": run.tok.vocab_size, "steps": run.step,
+        "tokens_seen": run.tokens, "wall_seconds": round(run.elapsed, 1), "world_size": run.ddp.world,
+        "device": str(run.device), "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(), "final": final,
+        "last_train_loss": history["train"][-1]["loss"] if history["train"] else None,
+        "last_eval": history["eval"][-1] if history["eval"] else None,
+        "command": " ".join(sys.argv), "args": _plain_args(cfg),
+    }, out / "train.json")
+
+
+class _LossLog:
+    """The running figures between two history entries: the loss EMA the bar shows, and the
+    10-step window (tokens, time, mean loss) each history entry sums up."""
+
+    def __init__(self, now: float):
+        self.ema: float | None = None
+        self.tokens, self.t, self.loss, self.n = 0, now, 0.0, 0
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.ema = loss if self.ema is None else 0.98 * self.ema + 0.02 * loss
+        self.tokens += tokens
+        self.loss += loss
+        self.n += 1
+
+    def entry(self, run: _Run, lr: float, now: float) -> dict:
+        """The history entry of the window ending now; the window restarts."""
+        e = {"step": run.step, "tokens": run.tokens, "elapsed": round(run.elapsed, 1), "loss": self.loss / self.n,
+             "lr": lr, "tok_per_s": round(self.tokens / max(now - self.t, 1e-9), 1)}
+        self.tokens, self.t, self.loss, self.n = 0, now, 0.0, 0
+        return e
+
+
+def _done(run: _Run) -> bool:
+    cfg = run.cfg
+    return bool((cfg.max_steps and run.step >= cfg.max_steps) or (cfg.max_minutes and run.elapsed >= cfg.max_minutes * 60))
+
+
+def _finish(run: _Run) -> None:
+    """Rank 0: a last evaluation (unless this step has one), the final checkpoint, the summary line."""
+    if run.ddp.main:
+        history = run.history
+        if not history["eval"] or history["eval"][-1]["step"] != run.step:
+            _log_eval(run)
+        _checkpoint(run, final=True)
+        last = history["eval"][-1]["nats_per_char"] if history["eval"] else None
+        print(f"完成 / done: {run.step} steps, {run.tokens:,} tokens, {run.elapsed / 60:.1f} min"
+              + (f", held-out {last:.4f} nats/char" if last is not None else "")
+              + f" -> {run.out / 'model.pth'}", file=sys.stderr)
+    run.ddp.barrier()
+
+
+def _train(cfg: TrainSettings, ddp: _Dist) -> int:
+    from aiwriter.progress import progress as progress_bar
+
+    run = _setup(cfg, ddp)
+    facts = run.facts
     if ddp.main:
-        print(f"模型 / model: RWKV-7 L{facts['n_layer']} C{facts['n_embd']} V{V}, {facts['params'] / 1e6:.2f}M params; "
-              f"data {len(data):,} tokens; world {ddp.world}; device {device}; threads {torch.get_num_threads()}",
-              file=sys.stderr)
+        print(f"模型 / model: RWKV-7 L{facts['n_layer']} C{facts['n_embd']} V{facts['vocab_size']}, "
+              f"{facts['params'] / 1e6:.2f}M params; data {len(run.data):,} tokens; world {ddp.world}; "
+              f"device {run.device}; threads {torch.get_num_threads()}", file=sys.stderr)
+    save_every = cfg.save_every or cfg.eval_every
     use_time = not cfg.max_steps
-    bar = progress_bar(total=int(cfg.max_minutes * 60) if use_time else cfg.max_steps,
-                       initial=int(elapsed0) if use_time else step, unit="s" if use_time else "step",
-                       disable=not cfg.progress or not ddp.main, file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
+    run.bar = bar = progress_bar(total=int(cfg.max_minutes * 60) if use_time else cfg.max_steps,
+                                 initial=int(run.elapsed) if use_time else run.step, unit="s" if use_time else "step",
+                                 disable=not cfg.progress or not ddp.main, file=sys.stderr, mininterval=2.0,
+                                 dynamic_ncols=True)
     shown = RateWindow(DISPLAY_SECONDS)  # the bar's figures: its own window, apart from the history's
-    t_start = clock()
-    elapsed = elapsed0
-    ema, win_tokens, win_t, win_loss, win_n = None, 0, clock(), 0.0, 0
-    shown.start(clock(), tokens)
+    elapsed0, t_start = run.elapsed, clock()
+    log = _LossLog(clock())
+    shown.start(clock(), run.tokens)
     while True:
-        elapsed = ddp.broadcast_float(elapsed0 + clock() - t_start)
-        if (cfg.max_steps and step >= cfg.max_steps) or (cfg.max_minutes and elapsed >= cfg.max_minutes * 60):
+        run.elapsed = ddp.broadcast_float(elapsed0 + clock() - t_start)
+        if _done(run):
             break
-        lr = lr_at(cfg, step, _progress(cfg, step, elapsed))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        offs = D.batch_offsets(len(data), cfg.ctx_len, cfg.batch_size, cfg.seed, step)
-        x, y = D.get_batch(data, offs[ddp.rank * local_b:(ddp.rank + 1) * local_b], cfg.ctx_len)
-        x = torch.from_numpy(x).to(device)
-        y = torch.from_numpy(y).to(device)
-        with amp():
-            logits, _ = forward(x, net.new_state(local_b), all_logits=True)
-        loss = F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1))
-        if not torch.isfinite(loss):
-            raise AIWriterError(f"第 {step} 步损失变成了 {float(loss)}：请降低 --lr", f"loss became {float(loss)} at step {step}: lower --lr")
-        loss.backward()
-        ddp.average_grads(params)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        tokens += cfg.batch_size * cfg.ctx_len
-        lv = float(loss.detach())  # this rank's loss; the logged figure is rank 0's share of the batch
-        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
-        win_tokens += cfg.batch_size * cfg.ctx_len
-        win_loss += lv
-        win_n += 1
+        lr = lr_at(cfg, run.step, _progress(cfg, run.step, run.elapsed))
+        log.add(_train_step(run, lr), cfg.batch_size * cfg.ctx_len)
+        step = run.step
         now = clock()
-        elapsed = elapsed0 + now - t_start
+        run.elapsed = elapsed0 + now - t_start
         if ddp.main:
-            if use_time:
-                bar.update(max(0, int(elapsed) - bar.n))
-            else:
-                bar.update(1)
-            rate = shown.due(now, tokens, first=step == 1)
+            bar.update(max(0, int(run.elapsed) - bar.n) if use_time else 1)
+            rate = shown.due(now, run.tokens, first=step == 1)
             if rate is not None:
-                bar.set_postfix_str(f"step {step} loss {ema:.3f} lr {lr:.2e} {rate:.0f} tok/s")
+                bar.set_postfix_str(f"step {step} loss {log.ema:.3f} lr {lr:.2e} {rate:.0f} tok/s")
         if step % 10 == 0 or step == 1:
-            history["train"].append({"step": step, "tokens": tokens, "elapsed": round(elapsed, 1),
-                                     "loss": win_loss / win_n, "lr": lr,
-                                     "tok_per_s": round(win_tokens / max(now - win_t, 1e-9), 1)})
-            win_tokens, win_t, win_loss, win_n = 0, now, 0.0, 0
+            run.history["train"].append(log.entry(run, lr, now))
         if step % cfg.eval_every == 0 and ddp.main:
-            ev = evaluate()
+            ev = _log_eval(run)
             if ev is not None:
-                history["eval"].append({"step": step, "tokens": tokens, "elapsed": round(elapsed, 1), "nats_per_char": ev})
-                bar.write(f"step {step} | tokens {tokens:,} | {elapsed / 60:.1f} min | loss {ema:.4f} | "
+                bar.write(f"step {step} | tokens {run.tokens:,} | {run.elapsed / 60:.1f} min | loss {log.ema:.4f} | "
                           f"held-out {ev:.4f} nats/char", file=sys.stderr)
         if step % save_every == 0:
-            checkpoint()
+            _checkpoint(run)
     bar.close()
-    if ddp.main:
-        if not history["eval"] or history["eval"][-1]["step"] != step:
-            ev = evaluate()
-            if ev is not None:
-                history["eval"].append({"step": step, "tokens": tokens, "elapsed": round(elapsed, 1), "nats_per_char": ev})
-        checkpoint(final=True)
-        last = history["eval"][-1]["nats_per_char"] if history["eval"] else None
-        print(f"完成 / done: {step} steps, {tokens:,} tokens, {elapsed / 60:.1f} min"
-              + (f", held-out {last:.4f} nats/char" if last is not None else "")
-              + f" -> {out / 'model.pth'}", file=sys.stderr)
-    ddp.barrier()
+    _finish(run)
     return 0
