@@ -202,6 +202,20 @@ def test_resume_continues_the_same_run(corpus, tmp_path, monkeypatch):
     assert ck["model"][k].abs().sum() > 0 and not torch.allclose(ck["model"][k], a[k], rtol=0, atol=1e-6)
 
 
+def test_checkpoint_format_is_stable(corpus, tmp_path):
+    """ckpt.pt is what a running `aiwriter train` resumes from, possibly with the next version of
+    this code: its keys and their types stay as they are."""
+    train(tiny_args([corpus], tmp_path / "o", "--max-steps", "3", "--save-every", "2"))
+    ck = torch.load(tmp_path / "o" / "ckpt.pt", weights_only=True)
+    assert set(ck) == {"model", "optimizer", "step", "tokens", "elapsed", "rng", "data_key", "history", "args"}
+    assert ck["step"] == 3 and ck["tokens"] == 3 * 4 * 16 and isinstance(ck["elapsed"], float)
+    assert ck["model"].keys() == weights(tmp_path / "o" / "model.pth").keys()
+    assert all(v.device.type == "cpu" for v in ck["model"].values())
+    assert set(ck["optimizer"]) == {"state", "param_groups"} and len(ck["optimizer"]["param_groups"]) == 2
+    assert ck["rng"].dtype == torch.uint8 and isinstance(ck["data_key"], str)
+    assert set(json.loads(ck["history"])) == {"train", "eval"} and json.loads(ck["args"])["max_steps"] == 3
+
+
 def test_resume_refuses_other_data(corpus, tmp_path):
     train(tiny_args([corpus], tmp_path / "o", "--max-steps", "2"))
     other = tmp_path / "other.txt"
