@@ -544,6 +544,7 @@ class _LossLog:
 
 
 def _done(run: _Run) -> bool:
+    """Whether the run has reached --max-steps or --max-minutes."""
     cfg = run.cfg
     return bool((cfg.max_steps and run.step >= cfg.max_steps) or (cfg.max_minutes and run.elapsed >= cfg.max_minutes * 60))
 
@@ -563,6 +564,8 @@ def _finish(run: _Run) -> None:
 
 
 def _train(cfg: TrainSettings, ddp: _Dist) -> int:
+    """The loop: set up, then step until --max-steps or --max-minutes, with the progress bar, the
+    10-step history, evaluation every --eval-every and a checkpoint every --save-every steps."""
     from aiwriter.progress import progress as progress_bar
 
     run = _setup(cfg, ddp)
