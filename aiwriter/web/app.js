@@ -12,7 +12,9 @@
 //   save.js       autosave, save status      documents.js  list, open, new, versions
 //   settings.js   model, sampling, presets   generate.js   continue, rewrite, candidates
 //   history.js    生成记录                     layout.js     panels, keys
+//   chapters.js   章节: list, jump, add/rename/move/delete, export   states.js  起始状态 (state files)
 import { api, isOffline, takeKeyFromUrl } from "./api.js";
+import { renderChapters } from "./chapters.js";
 import { $, banner } from "./dom.js";
 import { startHeartbeat } from "./drafts.js";
 import { renderMarks, updateCount } from "./editor.js";
@@ -24,6 +26,7 @@ import "./layout.js";
 import { showSaveState } from "./save.js";
 import { loadModels, loadSampling, renderPresets, renderSampling } from "./settings.js";
 import { S } from "./state.js";
+import { loadStates, renderStates } from "./states.js";
 
 function applyLang() {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
@@ -32,6 +35,7 @@ function applyLang() {
   for (const node of document.querySelectorAll("[data-i18n-title]")) node.title = t(node.dataset.i18nTitle);
   $("btn-lang").textContent = lang === "zh" ? "EN" : "中文";
   renderSampling(); renderPresets(); renderCandidates(); renderHistory(); renderVersions(); updateCount(); showSaveState();
+  renderChapters(); renderStates();
   $("gen-status").textContent = "";
   if (S.doc) refreshDocList();
 }
@@ -55,6 +59,7 @@ async function start() {
   if (S.config.max_n) $("n").max = S.config.max_n;
   applyLang();
   await loadModels().catch(() => {});
+  await loadStates();
   const docs = (await refreshDocList()) || [];
   const last = Number(localStorage.getItem("aiwriter.lastDoc"));
   const target = docs.find((d) => d.id === last) || docs[0];

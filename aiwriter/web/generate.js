@@ -18,7 +18,7 @@ function setGenerating(on) {
 }
 
 export async function generate(mode) {
-  if (S.gen || !S.doc) return;
+  if (S.gen || !S.doc || S.busy) return;  // S.busy: a chapter change is on its way (chapters.js)
   let base = editor.value;
   if (mode === "rewrite") {
     // the last continuation, kept with the manuscript, is replaced if it still ends the text unedited

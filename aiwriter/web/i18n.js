@@ -58,6 +58,11 @@ export const WORDS = {
   },
 };
 
+// a panel module brings its own words: addWords({zh: {...}, en: {...}}) when it loads
+export function addWords(words) {
+  for (const l of ["zh", "en"]) Object.assign(WORDS[l], words[l]);
+}
+
 export let lang = localStorage.getItem("aiwriter.lang") === "en" ? "en" : "zh";
 
 export function setLang(value) {

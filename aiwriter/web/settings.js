@@ -6,6 +6,7 @@ import { marksOn, setMarksOn } from "./editor.js";
 import { fieldsFrom } from "./fields.js";
 import { lang, t } from "./i18n.js";
 import { S } from "./state.js";
+import { chosenState } from "./states.js";
 
 const BUILTIN_PRESETS = {
   seed: {},  // the server's defaults: the seed's top_p 0.75, top_p_newline 0.9, temperature 1.0
@@ -138,5 +139,7 @@ export function requestBody(prompt, n) {
   const stops = $("stop-strings").value.split("|").filter((s) => s);
   if (stops.length) body.stop = stops;
   if ($("finish-sentence").checked) body.finish_sentence = FINISH_SENTENCE_CHARS;
+  const state = chosenState();
+  if (state) body.state = state;
   return body;
 }

@@ -6,6 +6,7 @@ export const S = {
   savedMarks: "",         // ... and its marks, as JSON
   dirty: false, saving: null, saveTimer: null, retryTimer: null, savedAt: null, offline: false,
   gen: null,              // the running generation
+  busy: null,             // a chapter change on its way (chapters.js): no typing, no generation meanwhile
   marks: { ai: [], last: null },  // AI-written ranges and the last continuation (kept with the manuscript)
   rounds: [], round: -1,  // every set of candidates, for the retry history
   undo: [], redo: [], lastTyping: 0,
