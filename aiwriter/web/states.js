@@ -28,7 +28,6 @@ addWords({
 const KEY = (id) => `aiwriter.state.${id}`;
 let names = null;      // the server's list (null: not asked yet)
 let shownFor = null;   // the manuscript the select shows the choice of
-let asked = 0;
 
 const stored = () => (S.doc ? localStorage.getItem(KEY(S.doc.id)) || "" : "");
 
@@ -39,7 +38,6 @@ export function chosenState() {
 }
 
 export async function loadStates() {
-  asked = Date.now();
   let list;
   try { list = (await api("GET", "/api/states")).states; } catch (e) { return; }
   if (names && list.join("\n") === names.join("\n")) return;
@@ -72,6 +70,6 @@ $("state").onchange = () => {
   if (v) localStorage.setItem(KEY(S.doc.id), v); else localStorage.removeItem(KEY(S.doc.id));
 };
 // files may have been added since: ask again when the writer goes to pick one
-$("state").addEventListener("focus", () => { if (Date.now() - asked > 3000) loadStates(); });
+$("state").addEventListener("focus", loadStates);
 // another manuscript opened: show its choice
 setInterval(() => { if (S.doc && S.doc.id !== shownFor) renderStates(); }, 300);
