@@ -192,6 +192,37 @@ def test_a_concurrent_edit_is_not_overwritten(browser, tmp_path):  # noqa: F811
         p.wait_for_function("!AIWriter.busy")
         assert server_text(c, doc_id) == theirs  # nothing deleted, their text kept
         assert p.input_value("#editor") == TEXT  # and the page's text not replaced behind the writer's back
+        # the same with unsaved typing: its save meets the conflict, whose question stays; nothing is lost
+        p.click("#banner button:text-is('载入服务器上的')")
+        wait_titles(p, ["楔子", "第一章 起", "第二章 承", "第三章 他人"])
+        rev = c.get(f"/api/docs/{doc_id}").json()["revision"]
+        p.click("#editor")
+        p.keyboard.press("Control+End")
+        p.keyboard.type("我的字。")
+        assert c.put(f"/api/docs/{doc_id}", json={"text": theirs + "又改。", "revision": rev}).status_code == 200
+        tool(p, 1, "×")
+        p.wait_for_function("!AIWriter.busy")
+        assert "用我的覆盖" in p.inner_text("#banner")
+        assert server_text(c, doc_id) == theirs + "又改。"
+        assert p.input_value("#editor") == theirs + "我的字。"
+        assert not p.evaluate("document.getElementById('editor').readOnly")
+
+        # a change made between the page's check and its request: base_revision makes the server refuse it
+        p.click("#banner button:text-is('载入服务器上的')")
+        wait_titles(p, ["楔子", "第一章 起", "第二章 承", "第三章 他人"])
+        last = theirs + "又改。"
+
+        def meanwhile(route):
+            rev = c.get(f"/api/docs/{doc_id}").json()["revision"]
+            assert c.put(f"/api/docs/{doc_id}", json={"text": last + "再改。", "revision": rev}).status_code == 200
+            route.continue_()
+
+        p.route("**/chapters/1/move", meanwhile)
+        tool(p, 1, "↓")
+        p.wait_for_function("!AIWriter.busy")
+        assert "别处" in p.inner_text("#banner")
+        assert server_text(c, doc_id) == last + "再改。"
+        assert p.input_value("#editor") == last
         w.close()
 
 

@@ -214,6 +214,19 @@ export function jump(i) {
 
 // --------------------------------------------------------------------------- changes
 
+// The editor's text saved on the server (a save in flight awaited, unsaved text saved); false if
+// it could not be (offline, a conflict: save() has said so, or this says so) or another manuscript opened.
+async function savedFirst(doc) {
+  while (S.saving) await S.saving.catch(() => {});
+  if (S.dirty) await save("save");
+  if (S.doc !== doc) return false;
+  if (S.dirty) {
+    if ($("banner").hidden) banner(t("chapterNotSaved"), "error");  // keep save()'s question (a conflict) if it asked one
+    return false;
+  }
+  return true;
+}
+
 // Run a chapter change: editor held still, unsaved text saved first, the server's chapters
 // checked against the ones shown, the change sent with base_revision, the new text loaded.
 async function withServer(i, send) {
@@ -224,14 +237,14 @@ async function withServer(i, send) {
   editor.readOnly = true;
   renderChapters();
   try {
-    if (S.dirty || S.saving) await save("save");
-    if (S.doc !== doc) return null;
-    if (S.dirty) { banner(t("chapterNotSaved"), "error"); return null; }
+    if (!(await savedFirst(doc))) return null;
     refresh();
     const mine = chapters[i];
     const theirs = await api("GET", `/api/docs/${doc.id}/chapters`);
     const server = theirs.chapters[i];
-    if (theirs.revision !== doc.revision || !shown || !mine || !server || server.title !== mine.title || mine.title !== shown.title
+    const conflict = () => banner(t("chapterConflict"), "error", [[t("loadTheirs"), () => openDoc(doc.id, { discardDraft: true })]]);
+    if (theirs.revision !== doc.revision) { conflict(); return null; }
+    if (!shown || !mine || !server || server.title !== mine.title || mine.title !== shown.title
         || theirs.chapters.length !== chapters.length) {
       banner(t("chapterChanged"), "error");
       return null;
@@ -240,10 +253,7 @@ async function withServer(i, send) {
     try {
       res = await send(doc, doc.revision);
     } catch (e) {
-      if (e instanceof ApiError && e.status === 409) {
-        banner(t("chapterConflict"), "error", [[t("loadTheirs"), () => openDoc(doc.id, { discardDraft: true })]]);
-        return null;
-      }
+      if (e instanceof ApiError && e.status === 409) { conflict(); return null; }
       throw e;
     }
     const fresh = await api("GET", `/api/docs/${doc.id}`);
@@ -328,8 +338,7 @@ async function exportFile(path, fallback) {
   if (!S.doc || S.busy) return;
   const doc = S.doc;
   try {
-    if (S.dirty || S.saving) await save("save");
-    if (S.dirty) { banner(t("chapterNotSaved"), "error"); return; }
+    if (!(await savedFirst(doc))) return;
     const res = await authFetch(`/api/docs/${doc.id}/${path}`);
     if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
     const a = document.createElement("a");
