@@ -230,7 +230,7 @@ async function savedFirst(doc) {
 // Run a chapter change: editor held still, unsaved text saved first, the server's chapters
 // checked against the ones shown, the change sent with base_revision, the new text loaded.
 async function withServer(i, send) {
-  if (S.busy || S.gen || !S.doc) return null;
+  if (S.busy || S.gen || S.preparing || !S.doc) return null;  // S.preparing: a generation assembling its prompt
   const doc = S.doc;
   const shown = chapters[i];
   S.busy = true;
