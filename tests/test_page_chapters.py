@@ -277,10 +277,18 @@ def test_chapters_in_english(browser, tmp_path):  # noqa: F811
         assert "version history" in dialogs.seen[-1][1].lower() or "Versions" in dialogs.seen[-1][1]
         w.close()
         # text before the first heading is an untitled opening: it cannot move, nor can anything go before it
-        c.post("/api/docs", json={"title": "无题", "text": "只有一段。\n第一章 甲\n乙\n"})
+        c.post("/api/docs", json={"title": "无题", "text": "只有一段。\n" + "又一行。\n" * 200 + "第一章 甲\n" + "乙。\n" * 200})
         w = Page(browser, str(c.base_url), storage={"aiwriter.lang": "en"})
         p = w.page
         wait_titles(p, ["(opening, untitled)", "第一章 甲"])
         assert p.is_disabled("#chapter-list li[data-index='0'] .tools button:text-is('↓')")
         assert p.is_disabled("#chapter-list li[data-index='1'] .tools button:text-is('↑')")
+        # jumping scrolls the heading to the top of the editor (201 one-line paragraphs above it)
+        p.click("#chapter-list li[data-index='1'] .name")
+        line = 18 * 1.9  # style.css: 18px/1.9
+        assert p.evaluate("document.getElementById('editor').scrollTop") == pytest.approx(201 * line, abs=line)
+        p.click("#chapter-list li[data-index='0'] .name")
+        assert p.evaluate("document.getElementById('editor').scrollTop") == 0
+        p.click("#chapter-list li[data-index='1'] .name")
+        assert p.evaluate("document.getElementById('editor').selectionStart") == p.input_value("#editor").index("第一章 甲")
         w.close()

@@ -194,6 +194,7 @@ function offsetTop(pos) {
   copy.textContent = editor.value.slice(0, pos);
   const marker = document.createElement("span");
   marker.textContent = "\u200b";
+  marker.style.display = "inline-block";  // a box as tall as the line: its top is the line's top
   copy.append(marker);
   document.body.append(copy);
   const top = marker.offsetTop;
