@@ -27,7 +27,7 @@ def test_state_picker(browser, tmp_path):  # noqa: F811
         hint = p.inner_text("#state-hint")
         assert p.is_visible("#state-hint") and "states" in hint and "--models-dir" in hint and "train --state-only" in hint
         p.click("#btn-lang")
-        assert "Put .pth / .safetensors state files" in p.inner_text("#state-hint")
+        assert "put .pth / .safetensors state files there" in p.inner_text("#state-hint")
         assert p.inner_text("label:has(#state) > span") == "Start state (style)"
         p.click("#btn-lang")
 

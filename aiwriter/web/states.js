@@ -11,16 +11,16 @@ addWords({
   zh: {
     startState: "起始状态（文风）", stateNone: "无（从空状态开始）",
     stateHelp: "模型先载入这个状态，再读文稿；调校过的状态能带来一种文风。每篇文稿各记各的。",
-    stateEmpty: "还没有状态文件。把 .pth / .safetensors 状态文件放进 states 文件夹（在 aiwriter serve --models-dir 指定的模型文件夹旁边，或用 --states-dir 指定），" +
-      "或用 aiwriter train --state-only --init 模型 --data 我的小说/ --out states/文风.pth 调校一个。",
+    stateEmpty: "还没有状态文件。状态文件夹是 aiwriter serve --models-dir 模型文件夹 旁边的 states 文件夹（或 --states-dir 指定的文件夹），" +
+      "把 .pth / .safetensors 状态文件放进去；也可以用 aiwriter train --state-only --init 模型 --data 我的小说/ --out states/文风.pth 调校一个。",
     stateMissing: (n) => `${n}（已不在 states 文件夹里）`,
   },
   en: {
     startState: "Start state (style)", stateNone: "None (an empty state)",
     stateHelp: "The model loads this state before it reads the manuscript; a tuned state brings a style. Kept per manuscript.",
-    stateEmpty: "No state files yet. Put .pth / .safetensors state files into the states folder (beside the models folder of " +
-      "aiwriter serve --models-dir, or the one given by --states-dir), or tune one with " +
-      "aiwriter train --state-only --init MODEL --data my-novel/ --out states/style.pth.",
+    stateEmpty: "No state files yet. The states folder is the “states” folder beside the models folder of " +
+      "aiwriter serve --models-dir FOLDER (or the one given by --states-dir): put .pth / .safetensors state files there, " +
+      "or tune one with aiwriter train --state-only --init MODEL --data my-novel/ --out states/style.pth.",
     stateMissing: (n) => `${n} (no longer in the states folder)`,
   },
 });
