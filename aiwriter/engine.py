@@ -275,12 +275,17 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
     first = {k: t.dtype for k, t in net.state_dict(keep_vars=True).items()}  # the dtypes from_weights chose
     net = net.to(dtype=target)  # on the meta device: the final dtype of every tensor (families keep some float32)
     from_cache = None
+    cached = None  # int4: the mapped cache file whose tensors the module will view
     if name == "int4":
-        from aiwriter.speed.int4 import Int4Linear, cache_entry, fill_from_cache
+        from aiwriter.speed.int4 import CacheData, Int4Linear, cache_entry
 
         entry = cache_entry(wf.path)
         if entry.is_file() and Path(str(entry) + ".data").is_file():
-            from_cache = entry
+            try:
+                cached, from_cache = CacheData(entry), entry
+            except (OSError, ValueError):  # a damaged entry: quantize from the file, write it again
+                for f in (entry, Path(str(entry) + ".data")):
+                    f.unlink(missing_ok=True)
         make_linear = None
     elif name == "int8":
         make_linear = Int8Linear
@@ -292,6 +297,14 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
 
     progress = make_progress(total=wf.nbytes(), desc="载入模型 / loading the model", unit="B", unit_scale=True,
                              delay=2.0, leave=False)  # a bar past 2 s on a terminal, plain lines elsewhere
+
+    def skip(tname: str, like: torch.Tensor) -> bool:
+        """int4 from the cache: this tensor will be a view of the cache file (not read here)."""
+        if cached is None or not cached.matches(tname, like):
+            return False
+        t = wf.meta(tname)
+        progress.update(t.numel() * t.element_size())
+        return True
 
     def read(tname: str, like: torch.Tensor) -> torch.Tensor:
         """The tensor as the eager path made it: from_weights' dtype, then net.to(target)'s."""
@@ -316,24 +329,33 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
                 net.set_submodule(mname, new)
                 continue
             for pname, p in list(module._parameters.items()):
-                if p is not None:
+                if p is not None and not skip(prefix + pname, p):
                     module._parameters[pname] = nn.Parameter(read(prefix + pname, p), requires_grad=p.requires_grad)
             for bname, b in list(module._buffers.items()):
-                if b is not None and b.is_meta:
+                if b is not None and b.is_meta and not skip(prefix + bname, b):
                     module._buffers[bname] = read(prefix + bname, b)
             if make_linear is not None and isinstance(module, nn.Linear):
                 net.set_submodule(mname, make_linear(module))
-        if from_cache is not None:
+        if cached is not None:
             try:
-                fill_from_cache(net, from_cache)
-            except ValueError:  # a damaged cache entry: quantize from the file, write it again
+                cached.attach(net)
+            except ValueError:  # a cache entry that does not fit this module: quantize from the file, write it again
                 for f in (from_cache, Path(str(from_cache) + ".data")):
                     f.unlink(missing_ok=True)
                 from_cache = None
                 for mname, module in list(net.named_modules()):
-                    if isinstance(module, Int4Linear):
-                        w = read(mname + ".weight", wf.meta(mname + ".weight").float())
-                        net.set_submodule(mname, Int4Linear.from_weight(w))
+                    prefix = mname + "." if mname else ""
+                    if isinstance(module, Int4Linear) and (module.packed.is_meta or module.scales.is_meta):
+                        w = read(prefix + "weight", wf.meta(prefix + "weight").float())
+                        b = read(prefix + "bias", module.bias) if module.bias is not None and module.bias.is_meta else module.bias
+                        net.set_submodule(mname, Int4Linear.from_weight(w, b))
+                        continue
+                    for pname, p in list(module._parameters.items()):
+                        if p is not None and p.is_meta:
+                            module._parameters[pname] = nn.Parameter(read(prefix + pname, p), requires_grad=p.requires_grad)
+                    for bname, b in list(module._buffers.items()):
+                        if b is not None and b.is_meta:
+                            module._buffers[bname] = read(prefix + bname, b)
     finally:
         progress.close()
     ts = getattr(net, "time_state", None)

@@ -95,6 +95,7 @@ class Int4Linear(nn.Module):
         self.register_buffer("scales", torch.empty(out_features * nb, dtype=torch.float32, device=device))
         self.register_buffer("bias", torch.empty(out_features, device=device) if bias else None)
         self._carrier = torch.empty(0)
+        self._pages = None  # (CacheData, its byte ranges) when the blocks are views of a cache file
 
     @classmethod
     def from_weight(cls, W: torch.Tensor, bias: torch.Tensor | None = None, block: int = BLOCK) -> "Int4Linear":
@@ -135,6 +136,8 @@ class Int4Linear(nn.Module):
         else:  # a big head: a slice of rows at a time, so no float copy of the whole matrix exists
             y = torch.cat([F.linear(xd, self.dequantized(dtype, slice(r, r + ROWS))) for r in range(0, N, ROWS)], -1)
         y = y.float()
+        if self._pages is not None:  # read once per call: give the file's pages back until the next
+            self._pages[0].release(self._pages[1])
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
@@ -163,6 +166,7 @@ class Int4Net:
 
     def __init__(self, torch_net: nn.Module, onnx_net):
         self.torch_net, self.onnx_net = torch_net, onnx_net
+        self.data = getattr(torch_net, "_int4_data", None)  # the mapped cache file, if the tensors are views of it
         self.family, self.vocab_size, self.ctx_len = torch_net.family, torch_net.vocab_size, torch_net.ctx_len
 
     def new_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
@@ -171,7 +175,11 @@ class Int4Net:
     def __call__(self, ids: torch.Tensor, state: dict, all_logits: bool = False):
         if ids.shape[1] == 1 and not all_logits:
             return self.onnx_net(ids, state)
-        return self.torch_net(ids, state, all_logits)
+        try:
+            return self.torch_net(ids, state, all_logits)
+        finally:
+            if self.data is not None:
+                self.data.release()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,7 +196,7 @@ def write_step(net: nn.Module, out: Path) -> Path:
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model, step, names = trace_step(net, export_params=False)
+    model, step, names = trace_step(net, export_params=False, fast=os.environ.get("AIWRITER_INT4_SHAPES") != "1")
     tensors = {k: v for k, v in (dict(step.named_parameters()) | dict(step.named_buffers())).items()}
     wanted = {i.name for i in model.graph.input} & set(tensors)
     data_name = out.name + ".data"
@@ -240,33 +248,101 @@ def read_index(onnx_path: Path) -> dict:
     return json.loads(meta[META_PREFIX + "int4_index"])
 
 
+class CacheData:
+    """A cache entry's .data file mapped into memory (copy-on-write, never written), so the
+    PyTorch side's tensors are views of the file: their pages belong to the page cache, only
+    those a call touches are resident (the embedding: the rows looked up; the 4-bit matrices:
+    while a prompt is read), and `release()` hands them back after a prompt. Raises ValueError
+    if the file does not hold every tensor its index names."""
+
+    RELEASE_ABOVE = 256 * 2**20  # bytes of mapping above which release() gives pages back
+
+    def __init__(self, onnx_path: Path):
+        import mmap
+
+        try:
+            self.index = read_index(onnx_path)
+        except Exception as e:  # onnx's decode errors, a missing key, bad JSON
+            raise ValueError(f"damaged int4 cache entry {onnx_path}: {type(e).__name__}: {e}")
+        path = Path(str(onnx_path) + ".data")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            for name, (offset, nbytes, _, _) in self.index.items():
+                if offset < 0 or offset + nbytes > size:
+                    raise ValueError(f"damaged int4 cache entry {onnx_path}: {name} lies past the end of its .data")
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
+        self.size = size
+
+    def matches(self, name: str, like: torch.Tensor) -> bool:
+        entry = self.index.get(name)
+        if entry is None:
+            return False
+        _, nbytes, dtype, shape = entry
+        want = {"<f4": torch.float32, "|u1": torch.uint8}.get(dtype)
+        return want == like.dtype and list(like.shape) == list(shape) and like.numel() * like.element_size() == nbytes
+
+    def tensor(self, name: str) -> torch.Tensor:
+        offset, nbytes, dtype, shape = self.index[name]
+        tdtype = {"<f4": torch.float32, "|u1": torch.uint8}[dtype]
+        if nbytes == 0:
+            return torch.empty(shape, dtype=tdtype)
+        return torch.frombuffer(self.map, dtype=tdtype, count=nbytes // torch.empty(0, dtype=tdtype).element_size(),
+                                offset=offset).view(shape)
+
+    def attach(self, net: nn.Module, replace: bool = False) -> int:
+        """Make the module's tensors views of the file: those still on the meta device (or all of
+        them with `replace`, after the file was written from them) that the index holds with the
+        same dtype and shape. Every Int4Linear must be covered. Returns the bytes mapped."""
+        mapped = 0
+        for mname, module in net.named_modules():
+            prefix = mname + "." if mname else ""
+            for kind in ("_parameters", "_buffers"):
+                slots = getattr(module, kind)
+                for tname, t in list(slots.items()):
+                    if t is None or not (replace or t.is_meta) or not self.matches(prefix + tname, t):
+                        continue
+                    view = self.tensor(prefix + tname)
+                    slots[tname] = nn.Parameter(view, requires_grad=False) if kind == "_parameters" else view
+                    mapped += view.numel() * view.element_size()
+            if isinstance(module, Int4Linear):
+                if module.packed.is_meta or module.scales.is_meta:
+                    raise ValueError(f"int4 cache entry lacks {mname}")
+                ranges = [self.index[prefix + part][:2] for part in ("packed", "scales") if prefix + part in self.index
+                          and getattr(module, part).data_ptr() == self._address(prefix + part)]
+                module._pages = (self, ranges) if len(ranges) == 2 else None
+        self.mapped = mapped
+        net._int4_data = self  # kept alive with the module (a plain attribute)
+        return mapped
+
+    def _address(self, name: str) -> int:
+        import ctypes
+
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+        return base + self.index[name][0]
+
+    def release(self, ranges: list | None = None) -> None:
+        """Give back the pages the last call touched (all, or the given (offset, nbytes) ranges; they
+        stay in the page cache and come back on the next touch), so that a prompt does not leave a
+        resident copy of the matrices on the PyTorch side. Small models keep theirs."""
+        import mmap
+
+        if self.map is None or self.size < self.RELEASE_ABOVE or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        try:
+            if ranges is None:
+                self.map.madvise(mmap.MADV_DONTNEED)
+            else:
+                for offset, nbytes in ranges:  # offsets are ALIGN-aligned, so page-aligned
+                    self.map.madvise(mmap.MADV_DONTNEED, offset, min(nbytes, self.size - offset))
+        except (OSError, ValueError):
+            pass
+
+
 def fill_from_cache(net: nn.Module, onnx_path: Path) -> None:
-    """Give the Int4Linears of a module (built on the meta device) their packed weights and scales
-    from a cached step's .data file. Raises ValueError if it does not hold them all."""
-    try:
-        _fill(net, onnx_path)
-    except Exception as e:  # a damaged entry: onnx's decode errors, short files, wrong shapes
-        raise ValueError(f"damaged int4 cache entry {onnx_path}: {type(e).__name__}: {e}")
-
-
-def _fill(net: nn.Module, onnx_path: Path) -> None:
-    index = read_index(onnx_path)
-    data = Path(str(onnx_path) + ".data")
-    size = data.stat().st_size
-    with open(data, "rb") as f:
-        for name, layer in net.named_modules():
-            if not isinstance(layer, Int4Linear):
-                continue
-            for part in ("packed", "scales"):
-                offset, nbytes, _, shape = index[f"{name}.{part}"]
-                own = getattr(layer, part)
-                if offset + nbytes > size or own.numel() * own.element_size() != nbytes:
-                    raise ValueError(f"cache entry does not fit {name}.{part}")
-                buf = torch.empty(own.shape, dtype=own.dtype)
-                f.seek(offset)
-                if f.readinto(memoryview(buf.numpy()).cast("B")) != nbytes:
-                    raise ValueError("cache .data truncated")
-                setattr(layer, part, buf)
+    """Give the Int4Linears of a module (built on the meta device), and every other tensor still
+    on the meta device, views of a cached step's .data file. Raises ValueError if it does not
+    hold them all."""
+    CacheData(onnx_path).attach(net)
 
 
 def _announce(target: Path) -> None:
@@ -274,10 +350,69 @@ def _announce(target: Path) -> None:
           f"quantizing and exporting (once; cached in {target.parent})", file=sys.stderr, flush=True)
 
 
-def open_int4(net: nn.Module, onnx_path: Path) -> Int4Net:
+def cpu_key() -> str:
+    """What onnxruntime's prepacked weights depend on: its version and this CPU (model, flags)."""
+    import platform
+
+    try:
+        import onnxruntime
+        version = onnxruntime.__version__
+    except ImportError:
+        version = "none"
+    cpu = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f.read(65536).splitlines() if line.startswith(("model name", "flags"))]
+        cpu += "|".join(lines[:2])
+    except OSError:
+        pass
+    return hashlib.sha256(f"{version}|{cpu}".encode()).hexdigest()[:12]
+
+
+def optimized_entry(onnx_path: Path) -> Path:
+    """Where the graph as onnxruntime optimized it, with its prepacked weights, is kept for this
+    machine: NAME.int4.<key>.ort.onnx (+ .data)."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + f".{cpu_key()}.ort.onnx")
+
+
+def _optimized_session(onnx_path: Path):
+    """The decoding session of a cache entry: from its optimized, prepacked form when present
+    (mapped from disk: a later load neither optimizes nor packs, and the packed weights are
+    page-cache pages), written first when not."""
     from aiwriter.speed.onnx_runtime import OnnxNet
 
-    return Int4Net(net, OnnxNet(onnx_path))
+    opt = optimized_entry(onnx_path)
+    opt_data = Path(str(opt) + ".data")
+    if opt.is_file() and opt_data.is_file():
+        try:
+            return OnnxNet(opt, optimized=True)
+        except AIWriterError:  # damaged: written again below
+            pass
+    staged = opt.with_name(opt.name + ".partial")
+    try:
+        for f in (opt, opt_data, staged):
+            f.unlink(missing_ok=True)  # never overwrite in place a file another process may have mapped
+        # the graph names its data file: onnxruntime writes the data under its final name and the
+        # graph under a staged one, renamed last (a graph present means its data is complete)
+        session = OnnxNet(onnx_path, save_optimized=staged, save_data_name=opt_data.name)
+        os.replace(staged, opt)
+        del session  # its packed weights are anonymous memory; the mapped ones are shared
+        return OnnxNet(opt, optimized=True)
+    except (OSError, AIWriterError):
+        for f in (staged, opt_data):
+            try:
+                f.unlink(missing_ok=True)
+            except OSError:
+                pass
+        return OnnxNet(onnx_path)
+
+
+def open_int4(net: nn.Module, onnx_path: Path, optimize: bool = True) -> Int4Net:
+    from aiwriter.speed.onnx_runtime import OnnxNet
+
+    onnx_net = _optimized_session(onnx_path) if optimize else OnnxNet(onnx_path)
+    return Int4Net(net, onnx_net)
 
 
 def to_int4(net: nn.Module, path: Path | None, rebuild: bool = False) -> Int4Net:
@@ -296,13 +431,16 @@ def to_int4(net: nn.Module, path: Path | None, rebuild: bool = False) -> Int4Net
             if rebuild or not target.is_file() or not Path(str(target) + ".data").is_file():
                 _announce(target)
                 write_step(net, target)
+                # the PyTorch side's tensors become views of the file just written: the copies
+                # quantized in memory are dropped, so the first load holds what a later one does
+                CacheData(target).attach(net, replace=True)
             return open_int4(net, target)
-        except (OSError, AIWriterError):  # the cache folder is not writable, or a damaged entry
+        except (OSError, ValueError, AIWriterError):  # the cache folder is not writable, or a damaged entry
             pass
     with tempfile.TemporaryDirectory(prefix="aiwriter-int4-") as tmp:
         target = write_step(net, Path(tmp) / "step.int4.onnx")
-        return open_int4(net, target)
+        return open_int4(net, target, optimize=False)
 
 
-__all__ = ["Int4Linear", "Int4Net", "quantize_int4", "to_int4", "write_step", "fill_from_cache", "cache_entry",
-           "BLOCK"]
+__all__ = ["Int4Linear", "Int4Net", "CacheData", "quantize_int4", "to_int4", "write_step", "fill_from_cache",
+           "cache_entry", "optimized_entry", "BLOCK"]

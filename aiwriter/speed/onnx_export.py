@@ -42,6 +42,29 @@ def _step_module(net):
 
 
 @contextlib.contextmanager
+def _no_shape_inference(skip: bool):
+    """Trace without the exporter's ONNX shape inference (half of the time of tracing a 1.5B
+    model's step; onnxruntime infers the shapes itself when it loads the graph). torch.onnx.export
+    has no argument for it: its private _export has."""
+    if not skip:
+        yield
+        return
+    import functools
+
+    try:
+        from torch.onnx._internal.torchscript_exporter import utils
+        inner = utils._export
+    except (ImportError, AttributeError):  # another torch: trace as usual
+        yield
+        return
+    utils._export = functools.partial(inner, onnx_shape_inference=False)
+    try:
+        yield
+    finally:
+        utils._export = inner
+
+
+@contextlib.contextmanager
 def _plain_lerp():
     """Export torch.lerp as a + w * (b - a): three nodes, where the exporter's own form (two
     formulas and a Where, for rounding at w near 1) costs the step some 35 extra nodes. The
@@ -82,11 +105,12 @@ def check_supported(net) -> None:
                             f"{net.family} models cannot be exported to ONNX (supported: {', '.join(SUPPORTED)})")
 
 
-def trace_step(net, export_params: bool = True, target=None):
+def trace_step(net, export_params: bool = True, target=None, fast: bool = False):
     """Trace one step of a family module with torch.onnx (into `target`, a path, or memory) and
     return (the ModelProto without external data loaded, the traced Step module, the state's
     names), the aiwriter metadata added. Without export_params the module's tensors stay graph
-    inputs named as in the Step module (`net.` + the module's own names)."""
+    inputs named as in the Step module (`net.` + the module's own names). fast: without the
+    exporter's shape inference (the int4 step, whose shapes onnxruntime infers)."""
     import io
     import warnings
 
@@ -102,7 +126,7 @@ def trace_step(net, export_params: bool = True, target=None):
     axes = {n: {0: "batch"} for n in inputs + outputs}
     big = export_params and sum(p.numel() * p.element_size() for p in net.state_dict().values()) > PROTO_LIMIT
     sink = io.BytesIO() if target is None else str(target)
-    with torch.no_grad(), warnings.catch_warnings(), _plain_lerp():
+    with torch.no_grad(), warnings.catch_warnings(), _plain_lerp(), _no_shape_inference(fast):
         warnings.simplefilter("ignore")
         torch.onnx.export(step, (ids, *[init[n] for n in names]), sink, input_names=inputs,
                           output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,

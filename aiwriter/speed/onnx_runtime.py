@@ -58,13 +58,27 @@ class OnnxNet:
 
     ctx_len = None
 
-    def __init__(self, path: Path, providers: list[str] | None = None):
+    def __init__(self, path: Path, providers: list[str] | None = None, save_optimized: Path | None = None,
+                 save_data_name: str | None = None, optimized: bool = False):
+        """save_optimized: also write the graph as onnxruntime optimized it, with its prepacked
+        weights, to this file (its tensors into `save_data_name` beside it, default the file's
+        name + .data); optimized: `path` is such a file (no optimizer pass, the prepacked weights
+        are mapped from its .data instead of being packed again)."""
         from aiwriter.speed.onnx_export import META_PREFIX, decode_state
 
         ort = _ort()
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if optimized
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         opts.intra_op_num_threads = torch.get_num_threads()  # one knob for both runtimes
+        if save_optimized is not None:
+            opts.log_severity_level = 3  # its note that the file suits this machine only: it is keyed by the CPU
+            opts.optimized_model_filepath = str(save_optimized)
+            for key, value in (("session.optimized_model_external_initializers_file_name",
+                                save_data_name or Path(save_optimized).name + ".data"),
+                               ("session.optimized_model_external_initializers_min_size_in_bytes", "1024"),
+                               ("session.save_external_prepacked_constant_initializers", "1")):
+                opts.add_session_config_entry(key, value)
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers or pick_providers(ort.get_available_providers()))
         except Exception as e:  # onnxruntime raises its own exception types for bad files
@@ -79,6 +93,7 @@ class OnnxNet:
         self.names = json.loads(meta["state_names"])
         self._init = decode_state(meta["initial_state"])
         self.providers = self.session.get_providers()
+        self.path, self.optimized = Path(path), optimized
 
     def new_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
         return {n: torch.from_numpy(np.repeat(self._init[n][None], batch, 0)) for n in self.names}
