@@ -249,15 +249,24 @@ def load_model(path=None, vocab=None, device: str = "cpu", dtype=None, backend: 
         from aiwriter.speed.int4 import open_int4, to_int4
 
         try:
-            net = open_int4(net, from_cache) if from_cache is not None else to_int4(net, path)
+            net = open_int4(net, from_cache) if from_cache is not None else to_int4(net, path, progress=_prep_bar)
         except AIWriterError:
             if from_cache is None:
                 raise
-            net = to_int4(net, path, rebuild=True)  # the cached graph is damaged: write it again
+            net = to_int4(net, path, rebuild=True, progress=_prep_bar)  # the cached graph is damaged: write it again
     elif FastDecoder.supports(net):
         decoder = FastDecoder(net)  # lean one-token step, bit-equal to the family's forward
     tokenizer = resolve_tokenizer(path, vocab, net.vocab_size)
     return Model(net=net, tokenizer=tokenizer, device=dev, dtype=name, path=path, decoder=decoder)
+
+
+def _prep_bar(total, desc):
+    """The bar shown while the int4 mode prepares a model's cache entry (a bar on a terminal,
+    plain lines elsewhere)."""
+    from aiwriter.progress import progress
+
+    return progress(total=total, desc=desc, unit="%", leave=False, delay=1.0,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
 
 
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -368,8 +377,10 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
 
 
 # Bytes per parameter of each format, for matrices and for everything else (norms, decays, the
-# embedding): what check_memory counts. int4 holds two engines (PyTorch + onnxruntime).
-_BYTES = {"fp32": (4, 4), "fp16": (2, 2), "bf16": (2, 2), "int8": (1.02, 4), "int4": (2 * 0.5625, 2 * 4)}
+# embedding): what check_memory counts. int4: onnxruntime's packed 4-bit matrices (~0.66 byte a
+# weight, mapped from its cache file) and one layer of the PyTorch side's in flight (its tensors
+# are views of the cache file, given back after each layer), the rest float32 once.
+_BYTES = {"fp32": (4, 4), "fp16": (2, 2), "bf16": (2, 2), "int8": (1.02, 4), "int4": (0.75, 4)}
 OVERHEAD = 1.0 * 2**30  # Python, torch, onnxruntime and one tensor in flight
 
 

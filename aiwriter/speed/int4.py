@@ -18,11 +18,18 @@ Two engines, one set of 4-bit values:
   native bf16), so prompts get PyTorch's parallel GEMMs.
 
 The step graph is cached in aiwriter.paths.cache_dir() ($AIWRITER_CACHE, else
-$XDG_CACHE_HOME/aiwriter or ~/.cache/aiwriter), keyed by the model file's path, size and mtime: NAME.int4.onnx (the graph, a
-few MB) and NAME.int4.onnx.data (every tensor, raw, 64 KiB-aligned). The first load quantizes the
-model tensor by tensor while it streams it from the file and writes both; later loads read the
-4-bit matrices for the PyTorch side straight from the .data file (no quantization) and the rest
-from the model file.
+$XDG_CACHE_HOME/aiwriter or ~/.cache/aiwriter), keyed by the model file's path, size and mtime:
+NAME.int4.onnx (the graph, a few MB) and NAME.int4.onnx.data (every tensor, raw, 64 KiB-aligned),
+plus, for this CPU and onnxruntime version, NAME.int4.<key>.ort.onnx(.data): the graph as
+onnxruntime optimized it with its prepacked 4-bit weights. The first load quantizes the model
+tensor by tensor while it streams it from the file and writes them all. Later loads read only the
+model file's header (and any tensor the step does not use): the PyTorch side's tensors are views
+of a mapping of NAME.int4.onnx.data (copy-on-write, never written) and onnxruntime maps its
+prepacked weights, so neither engine holds a private copy of the matrices or the embedding: the decoding engine's
+packed weights are page-cache pages, the PyTorch side touches the embedding's looked-up rows and,
+while it reads a prompt, one layer's matrices at a time (given back after each layer).
+A cache file must not be overwritten in place while a model using it is loaded (a mapped file
+that shrinks faults the process): the mode itself only ever replaces files (write + rename).
 """
 from __future__ import annotations
 
@@ -186,9 +193,10 @@ class Int4Net:
 # The step graph: traced without its tensors, which are then written one at a time, raw, into the
 # .data file (never through protobuf: no 2 GB limit, no second copy of the model in memory).
 
-def write_step(net: nn.Module, out: Path) -> Path:
+def write_step(net: nn.Module, out: Path, bar=None) -> Path:
     """Write the one-token step of a module whose Linears are Int4Linears to `out` (+ `out`.data),
-    atomically. Returns `out`."""
+    atomically. Returns `out`. bar: a progress bar of 100 steps, advanced to 20 by tracing and
+    to 60 by writing (the rest is onnxruntime's)."""
     import onnx
     from onnx import TensorProto
 
@@ -199,6 +207,10 @@ def write_step(net: nn.Module, out: Path) -> Path:
     model, step, names = trace_step(net, export_params=False, fast=os.environ.get("AIWRITER_INT4_SHAPES") != "1")
     tensors = {k: v for k, v in (dict(step.named_parameters()) | dict(step.named_buffers())).items()}
     wanted = {i.name for i in model.graph.input} & set(tensors)
+    if bar is not None:
+        bar.set_postfix_str("写入 / writing")
+        bar.update(20)
+    total, done, shown = max(1, sum(tensors[n].numel() * tensors[n].element_size() for n in wanted)), 0, 0
     data_name = out.name + ".data"
     staged_data = out.with_name(data_name + ".partial")
     inits, index = [], {}
@@ -219,6 +231,10 @@ def write_step(net: nn.Module, out: Path) -> Path:
                 e = proto.external_data.add()
                 e.key, e.value = k, v
             inits.append(proto)
+            done += arr.nbytes
+            if bar is not None and 40 * done // total > shown:
+                bar.update(40 * done // total - shown)
+                shown = 40 * done // total
             index[name.removeprefix("net.")] = [offset, arr.nbytes, arr.dtype.str, list(arr.shape)]
         f.flush()
         os.fsync(f.fileno())
@@ -398,6 +414,7 @@ def _optimized_session(onnx_path: Path):
         session = OnnxNet(onnx_path, save_optimized=staged, save_data_name=opt_data.name)
         os.replace(staged, opt)
         del session  # its packed weights are anonymous memory; the mapped ones are shared
+        _trim()
         return OnnxNet(opt, optimized=True)
     except (OSError, AIWriterError):
         for f in (staged, opt_data):
@@ -415,10 +432,22 @@ def open_int4(net: nn.Module, onnx_path: Path, optimize: bool = True) -> Int4Net
     return Int4Net(net, onnx_net)
 
 
-def to_int4(net: nn.Module, path: Path | None, rebuild: bool = False) -> Int4Net:
+def _trim() -> None:
+    """Hand freed heap memory back to the system (glibc keeps what the quantized copies and
+    onnxruntime's packing freed, and the process would look that much bigger)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def to_int4(net: nn.Module, path: Path | None, rebuild: bool = False, progress=None) -> Int4Net:
     """The int4 mode of a CPU module whose Linears are already Int4Linears (or float: they are
     quantized here), loaded from `path` (None: not cached); its cache entry is written if missing
-    (or if `rebuild`)."""
+    (or if `rebuild`). progress: a callable(total, desc) giving a progress bar (update,
+    set_postfix_str, close) shown while the entry is prepared."""
     from aiwriter.speed.onnx_export import SUPPORTED
 
     if net.family not in SUPPORTED:
@@ -430,10 +459,23 @@ def to_int4(net: nn.Module, path: Path | None, rebuild: bool = False) -> Int4Net
         try:
             if rebuild or not target.is_file() or not Path(str(target) + ".data").is_file():
                 _announce(target)
-                write_step(net, target)
-                # the PyTorch side's tensors become views of the file just written: the copies
-                # quantized in memory are dropped, so the first load holds what a later one does
-                CacheData(target).attach(net, replace=True)
+                bar = progress(100, "准备 int4 / preparing int4") if progress is not None else None
+                try:
+                    if bar is not None:
+                        bar.set_postfix_str("导出计算图 / tracing the step")
+                    write_step(net, target, bar)
+                    # the PyTorch side's tensors become views of the file just written: the copies
+                    # quantized in memory are dropped, so the first load holds what a later one does
+                    CacheData(target).attach(net, replace=True)
+                    _trim()
+                    if bar is not None:
+                        bar.set_postfix_str("onnxruntime 优化与打包 / onnxruntime optimizing and packing")
+                    return open_int4(net, target)
+                finally:
+                    if bar is not None:
+                        if bar.n < bar.total:
+                            bar.update(bar.total - bar.n)
+                        bar.close()
             return open_int4(net, target)
         except (OSError, ValueError, AIWriterError):  # the cache folder is not writable, or a damaged entry
             pass
