@@ -50,7 +50,8 @@ def measure_one(path: str, dtype: str, prompt: int, seconds: float) -> dict:
     t = time.perf_counter()
     m = load_model(path, dtype=dtype)
     load_s = time.perf_counter() - t
-    out = {"dtype": dtype, "load_s": load_s, "rss_after_load_mb": _rss_mb()}
+    out = {"dtype": dtype, "load_s": load_s, "rss_after_load_mb": _rss_mb(),
+           "rss_file_after_load_mb": _rss_mb("RssFile:")}  # of it, file-backed pages (mapped, shareable)
     state = m.new_state(1)
     logits, state = m.forward_batch([1], state)
     n, t = 0, time.perf_counter()
@@ -64,14 +65,16 @@ def measure_one(path: str, dtype: str, prompt: int, seconds: float) -> dict:
         t = time.perf_counter()
         m.forward(ids)
         out["prompt_tokens"], out["prompt_s"] = prompt, time.perf_counter() - t
+    out["rss_end_mb"], out["rss_file_end_mb"] = _rss_mb(), _rss_mb("RssFile:")
+    # the peak counts file-backed pages (mapped files: the int4 cache) as well as private memory
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
-def _rss_mb() -> float:
+def _rss_mb(key: str = "VmRSS:") -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
     return 0.0
 
