@@ -4,8 +4,15 @@ max_length counts characters. `memory` is read before the prompt, as KoboldCpp d
 sends its Memory and the World Info entries it matched there); kept first, its state comes from the
 prefix cache on the next request. Kobold's rep_pen is a multiplier of a different penalty and is
 ignored; our own penalty fields (repetition_penalty, presence_penalty, ...) are accepted.
+`logprobs: true` gives KoboldCpp's logprobs (up to 5 alternatives per token, in the reply and from
+/api/extra/last_logprobs); `logit_bias` -100 and single-char `banned_tokens` ban those chars (other
+biases and phrase bans are refused with a 400 naming the field, never ignored).
+What Kobold Lite sends and expects is written down in tests/test_kobold_lite.py and docs/clients.md.
 """
 from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
 
 import anyio
 from fastapi import APIRouter, Request
@@ -15,7 +22,8 @@ from aiwriter.server.bodies import read_json
 from aiwriter.server.fields import Fields
 from aiwriter.server.job_response import JobResponse, Render, submit
 from aiwriter.server.jobs import Job
-from aiwriter.server.replies import dumps
+from aiwriter.server.openai_api import LogprobCursor, chat_logprobs
+from aiwriter.server.replies import ApiError, dumps
 from aiwriter.server.sampling_fields import SAMPLING_FIELDS, sampling_from, seed_from
 
 router = APIRouter()
@@ -31,19 +39,41 @@ IGNORED = frozenset({
     "sampler_full_determinism", "use_default_badwordsids", "quiet", "trim_stop", "mirostat", "mirostat_tau",
     "mirostat_eta", "dynatemp_range", "dynatemp_exponent", "smoothing_factor", "smoothing_curve", "dry_multiplier",
     "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold", "xtc_probability",
-    "nsigma", "top_n_sigma", "logit_bias", "banned_tokens", "grammar", "grammar_retain_state", "images", "bypass_eos",
+    "nsigma", "top_n_sigma", "grammar", "grammar_retain_state", "images", "bypass_eos",
     "render_special", "replace_instruct_placeholders", "stream", "api_server", "can_abort", "min_length", "singleline",
     "use_story", "use_memory", "use_authors_note", "use_world_info", "use_userscripts", "soft_prompt",
     "disable_output_formatting", "disable_input_formatting", "frmttriminc", "frmtrmblln", "frmtrmspch", "frmtadsnsp",
-    "adaptive_target", "adaptive_decay", "gui_settings", "streaming", "logprobs", "dry_range",
+    "adaptive_target", "adaptive_decay", "gui_settings", "streaming", "dry_range",
     "s1", "s2", "s3", "s4", "s5", "s6", "s7",
 })
 KOBOLDCPP_VERSION = "1.80"  # the KoboldCpp feature level clients check for (streaming, abort, genkey)
+LOGPROBS_TOP = 5     # KoboldCpp's logprobs: true gives up to 5 alternatives per token
+RECENT_JOBS = 32     # finished generations /api/extra/generate/check and last_logprobs still know, by genkey
+MAX_BANS = 1024      # entries of logit_bias / banned_tokens a request may hold
+BAN_BIAS = -100      # a logit_bias at or below this bans the token (as in KoboldCpp and OpenAI)
+
+
+def kobold_logprobs(job: Job, run: int, decode) -> dict | None:
+    """KoboldCpp's logprobs object for a run: {"content": [{token, logprob, bytes, top_logprobs}]},
+    the tokens of the text the run kept (a stop string cut off the rest); None if not asked for."""
+    if job.logprobs is None or job.logprob_lists[run] is None:
+        return None
+    items = LogprobCursor(decode).take(job.logprob_lists[run], len(job.texts[run]))
+    return {"content": chat_logprobs(items)["content"]}
 
 
 class GenerateRender(Render):
+    def __init__(self, decode=None):
+        self.decode = decode
+
     def result(self, job):
-        return {"results": [{"text": t, "finish_reason": job.finish[i] or "abort"} for i, t in enumerate(job.texts)]}
+        out = []
+        for i, t in enumerate(job.texts):
+            r = {"text": t, "finish_reason": job.finish[i] or "abort"}
+            if job.logprobs is not None:
+                r["logprobs"] = kobold_logprobs(job, i, self.decode)
+            out.append(r)
+        return {"results": out}
 
 
 class StreamRender(Render):
@@ -56,45 +86,133 @@ class StreamRender(Render):
         return b"event: message\ndata: " + dumps({"token": "", "finish_reason": reason}) + b"\n\n"
 
 
+def _banned_ids(f: Fields, tokenizer) -> tuple[int, ...]:
+    """The ids a request bans: logit_bias entries at BAN_BIAS or below (KoboldCpp's {"id": bias},
+    ids as tokencount gives them) and banned_tokens that are one token (one char here). Anything
+    else would change what is written in a way this server cannot do: a 400 naming the field."""
+    ids: list[int] = []
+    bias = f.data.get("logit_bias")
+    if bias is not None:
+        if not isinstance(bias, dict) or len(bias) > MAX_BANS:
+            raise ApiError(400, f"字段 logit_bias 应为对象（最多 {MAX_BANS} 项）：{{\"编号\": 偏置}}",
+                           f"field 'logit_bias' must be an object of at most {MAX_BANS} entries: {{\"id\": bias}}",
+                           param="logit_bias")
+        for key, value in bias.items():
+            if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < tokenizer.vocab_size):
+                raise ApiError(400, f"字段 logit_bias 的键应为 0 到 {tokenizer.vocab_size - 1} 的字编号",
+                               f"field 'logit_bias' keys must be token ids from 0 to {tokenizer.vocab_size - 1}",
+                               param="logit_bias")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ApiError(400, "字段 logit_bias 的值应为数字", "field 'logit_bias' values must be numbers",
+                               param="logit_bias")
+            if value <= BAN_BIAS:
+                ids.append(int(key))
+            elif value != 0:
+                raise ApiError(400, f"字段 logit_bias 只支持 {BAN_BIAS}（禁用该字），不支持其他偏置",
+                               f"field 'logit_bias' supports only {BAN_BIAS} (ban the token), not other biases",
+                               param="logit_bias")
+    banned = f.data.get("banned_tokens")
+    if banned is not None:
+        if not isinstance(banned, list) or len(banned) > MAX_BANS or not all(isinstance(b, str) for b in banned):
+            raise ApiError(400, f"字段 banned_tokens 应为字符串列表（最多 {MAX_BANS} 项）",
+                           f"field 'banned_tokens' must be a list of at most {MAX_BANS} strings", param="banned_tokens")
+        for text in banned:
+            if not text:
+                continue
+            f._clean("banned_tokens", text)
+            got = tokenizer.encode(text)
+            if len(got) != 1:
+                raise ApiError(400, "字段 banned_tokens 只能禁用单个字（本模型逐字写作，不能禁用词组）",
+                               "field 'banned_tokens' can ban single chars only (this model writes char by char; "
+                               "phrases cannot be banned)", param="banned_tokens")
+            ids.append(got[0])
+    return tuple(dict.fromkeys(ids))
+
+
+def _recent(request: Request) -> OrderedDict:
+    """genkey -> the last RECENT_JOBS KoboldAI jobs (running or done), newest last."""
+    state = request.app.state
+    if not hasattr(state, "kobold_recent"):
+        state.kobold_recent = OrderedDict()
+    return state.kobold_recent
+
+
+def _remember(request: Request, job: Job) -> None:
+    recent = _recent(request)
+    recent.pop(job.key, None)
+    recent[job.key] = job
+    while len(recent) > RECENT_JOBS:
+        recent.popitem(last=False)
+
+
 async def _job(request: Request, n_allowed: bool) -> Job:
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
-    f.only("prompt", "memory", "max_length", "n", "stop_sequence", "sampler_seed", "model", "state", "genkey", *SAMPLING_FIELDS,
-           ignored=IGNORED)
-    prompt = f.prompt("prompt")
+    f.only("prompt", "memory", "max_length", "n", "stop_sequence", "sampler_seed", "model", "state", "genkey", "logprobs",
+           "logit_bias", "banned_tokens", *SAMPLING_FIELDS, ignored=IGNORED)
     memory = f.str("memory", "")
+    # Kobold Lite sends an empty prompt when a story is only its Memory: the memory is then the opening
+    prompt = f.str("prompt", "") if memory.strip() else f.prompt("prompt")
+    settings = sampling_from(f, "stop_sequence")
+    banned = _banned_ids(f, request.app.state.scheduler.model.tokenizer)
+    if banned:
+        settings = dataclasses.replace(settings, banned_ids=tuple(dict.fromkeys(settings.banned_ids + banned)))
     return Job(
         prompt=memory + prompt,
         length=f.int("max_length", DEFAULT_MAX_LENGTH, 1, cfg.max_length),
         n=f.int("n", 1, 1, cfg.max_n if n_allowed else 1),
-        settings=sampling_from(f, "stop_sequence"),
+        settings=settings,
         seed=seed_from(f, "sampler_seed"),
         model=f.str("model", None, max_chars=500),
         state=f.str("state", None, max_chars=500),
         origin="kobold",
         key=f.str("genkey", "", max_chars=200),
+        logprobs=LOGPROBS_TOP if f.bool("logprobs", False) else None,
     )
+
+
+def _decode(request: Request):
+    tok = request.app.state.scheduler.model.tokenizer
+    return lambda i: tok.decode([i])
 
 
 @router.post("/api/v1/generate")
 async def generate(request: Request):
     job = submit(request, await _job(request, n_allowed=True))
-    return JobResponse(job, GenerateRender())
+    _remember(request, job)
+    return JobResponse(job, GenerateRender(_decode(request)))
 
 
 @router.post("/api/extra/generate/stream")
 async def generate_stream(request: Request):
     job = submit(request, await _job(request, n_allowed=False))
+    _remember(request, job)
     return JobResponse(job, StreamRender())
 
 
 @router.post("/api/extra/generate/check")
 async def check(request: Request):
-    """The text so far of the generation with this genkey (Kobold Lite polls this)."""
+    """The text so far of the generation with this genkey (Kobold Lite polls this); without a
+    genkey, of the newest KoboldAI generation. A generation that just ended still answers."""
     body = await _optional_body(request)
     key = body.str("genkey", "", max_chars=200)
     job = request.app.state.scheduler.find(key) if key else None
+    if job is None:
+        recent = _recent(request)
+        job = recent.get(key) if key else (next(reversed(recent.values())) if recent else None)
     return {"results": [{"text": job.texts[0] if job else ""}]}
+
+
+@router.post("/api/extra/last_logprobs")
+async def last_logprobs(request: Request):
+    """KoboldCpp's logprobs of a generation by genkey (Kobold Lite asks after a streamed one),
+    or of the newest: {"logprobs": {"content": [...]}}, or {"logprobs": null} when that
+    generation did not ask for them or is not known any more."""
+    body = await _optional_body(request)
+    key = body.str("genkey", "", max_chars=200)
+    recent = _recent(request)
+    job = recent.get(key) if key else (next(reversed(recent.values())) if recent else None)
+    return {"logprobs": kobold_logprobs(job, 0, _decode(request)) if job is not None else None}
 
 
 @router.post("/api/extra/abort")
@@ -178,3 +296,10 @@ def preloadstory():
     """KoboldCpp offers a story to preload here; this server has none: an empty object, as KoboldCpp
     answers without --preloadstory (Kobold Lite then starts as usual)."""
     return {}
+
+
+@router.get("/sdapi/v1/sd-models")
+def image_models():
+    """The image models (KoboldCpp's A1111-style API, which Kobold Lite asks at startup): none here,
+    an empty list, as KoboldCpp answers without an image model."""
+    return []
