@@ -307,3 +307,15 @@ def test_openai_mode_text_and_chat_completions(lite):
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     reply = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert 0 < len(reply) <= 16
+
+
+def test_openai_mode_sends_the_logit_bias_too(lite):
+    """With a logit bias set, Lite's OpenAI mode adds "logit_bias" to the body: -100 bans, other biases are refused."""
+    comma = post(lite, "/api/extra/tokencount", {"prompt": "，", "special": False}).json()["ids"][0]
+    body = {"max_tokens": 60, "model": "default", "temperature": 0.75, "top_p": 0.92, "prompt": "宝玉笑道：", "seed": 4}
+    plain = post(lite, "/v1/completions", body).json()["choices"][0]["text"]
+    banned = post(lite, "/v1/completions", {**body, "logit_bias": {str(comma): -100}}).json()["choices"][0]["text"]
+    assert "，" in plain and "，" not in banned and len(banned) == 60
+    chat = {"max_tokens": 4, "model": "default", "messages": [{"role": "user", "content": "你好"}], "logit_bias": {"5": 2}}
+    r = post(lite, "/v1/chat/completions", chat)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias"

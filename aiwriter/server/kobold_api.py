@@ -11,7 +11,6 @@ What Kobold Lite sends and expects is written down in tests/test_kobold_lite.py 
 """
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 
 import anyio
@@ -24,7 +23,7 @@ from aiwriter.server.job_response import JobResponse, Render, submit
 from aiwriter.server.jobs import Job
 from aiwriter.server.openai_api import LogprobCursor, chat_logprobs
 from aiwriter.server.replies import ApiError, dumps
-from aiwriter.server.sampling_fields import SAMPLING_FIELDS, sampling_from, seed_from
+from aiwriter.server.sampling_fields import SAMPLING_FIELDS, logit_bias_bans, sampling_from, seed_from, with_bans
 
 router = APIRouter()
 
@@ -49,8 +48,7 @@ IGNORED = frozenset({
 KOBOLDCPP_VERSION = "1.80"  # the KoboldCpp feature level clients check for (streaming, abort, genkey)
 LOGPROBS_TOP = 5     # KoboldCpp's logprobs: true gives up to 5 alternatives per token
 RECENT_JOBS = 32     # finished generations /api/extra/generate/check and last_logprobs still know, by genkey
-MAX_BANS = 1024      # entries of logit_bias / banned_tokens a request may hold
-BAN_BIAS = -100      # a logit_bias at or below this bans the token (as in KoboldCpp and OpenAI)
+MAX_BANS = 1024      # entries banned_tokens may hold
 
 
 def kobold_logprobs(job: Job, run: int, decode) -> dict | None:
@@ -87,30 +85,10 @@ class StreamRender(Render):
 
 
 def _banned_ids(f: Fields, tokenizer) -> tuple[int, ...]:
-    """The ids a request bans: logit_bias entries at BAN_BIAS or below (KoboldCpp's {"id": bias},
-    ids as tokencount gives them) and banned_tokens that are one token (one char here). Anything
-    else would change what is written in a way this server cannot do: a 400 naming the field."""
-    ids: list[int] = []
-    bias = f.data.get("logit_bias")
-    if bias is not None:
-        if not isinstance(bias, dict) or len(bias) > MAX_BANS:
-            raise ApiError(400, f"字段 logit_bias 应为对象（最多 {MAX_BANS} 项）：{{\"编号\": 偏置}}",
-                           f"field 'logit_bias' must be an object of at most {MAX_BANS} entries: {{\"id\": bias}}",
-                           param="logit_bias")
-        for key, value in bias.items():
-            if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < tokenizer.vocab_size):
-                raise ApiError(400, f"字段 logit_bias 的键应为 0 到 {tokenizer.vocab_size - 1} 的字编号",
-                               f"field 'logit_bias' keys must be token ids from 0 to {tokenizer.vocab_size - 1}",
-                               param="logit_bias")
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ApiError(400, "字段 logit_bias 的值应为数字", "field 'logit_bias' values must be numbers",
-                               param="logit_bias")
-            if value <= BAN_BIAS:
-                ids.append(int(key))
-            elif value != 0:
-                raise ApiError(400, f"字段 logit_bias 只支持 {BAN_BIAS}（禁用该字），不支持其他偏置",
-                               f"field 'logit_bias' supports only {BAN_BIAS} (ban the token), not other biases",
-                               param="logit_bias")
+    """The ids a request bans: logit_bias entries at -100 or below (KoboldCpp's {"id": bias}, ids as
+    tokencount gives them) and banned_tokens that are one token (one char here). Anything else would
+    change what is written in a way this server cannot do: a 400 naming the field."""
+    ids = list(logit_bias_bans(f, tokenizer.vocab_size))
     banned = f.data.get("banned_tokens")
     if banned is not None:
         if not isinstance(banned, list) or len(banned) > MAX_BANS or not all(isinstance(b, str) for b in banned):
@@ -153,10 +131,7 @@ async def _job(request: Request, n_allowed: bool) -> Job:
     memory = f.str("memory", "")
     # Kobold Lite sends an empty prompt when a story is only its Memory: the memory is then the opening
     prompt = f.str("prompt", "") if memory.strip() else f.prompt("prompt")
-    settings = sampling_from(f, "stop_sequence")
-    banned = _banned_ids(f, request.app.state.scheduler.model.tokenizer)
-    if banned:
-        settings = dataclasses.replace(settings, banned_ids=tuple(dict.fromkeys(settings.banned_ids + banned)))
+    settings = with_bans(sampling_from(f, "stop_sequence"), _banned_ids(f, request.app.state.scheduler.model.tokenizer))
     return Job(
         prompt=memory + prompt,
         length=f.int("max_length", DEFAULT_MAX_LENGTH, 1, cfg.max_length),

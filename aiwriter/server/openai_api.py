@@ -27,7 +27,7 @@ from aiwriter.server.fields import Fields
 from aiwriter.server.job_response import JobResponse, Render, submit
 from aiwriter.server.jobs import Job
 from aiwriter.server.replies import ApiError, dumps
-from aiwriter.server.sampling_fields import SAMPLING_FIELDS, sampling_from, seed_from
+from aiwriter.server.sampling_fields import SAMPLING_FIELDS, logit_bias_bans, sampling_from, seed_from, with_bans
 
 router = APIRouter()
 
@@ -37,7 +37,7 @@ MAX_MESSAGES = 1000
 # OpenAI fields with no meaning here, and extensions other OpenAI-style servers take, which
 # clients send by default: accepted and ignored. Any other field is a 400 naming it.
 IGNORED = frozenset({
-    "logit_bias", "top_logprobs",
+    "top_logprobs",
     "typical_p", "tfs", "mirostat_mode", "mirostat_tau", "mirostat_eta", "repetition_penalty_range", "min_tokens",
     "ignore_eos", "skip_special_tokens", "truncation_length", "ban_eos_token", "add_bos_token", "smoothing_factor",
     "dry_multiplier", "dry_base", "dry_allowed_length", "dry_sequence_breakers", "xtc_threshold", "xtc_probability",
@@ -103,6 +103,11 @@ def _decoder(request: Request, logprobs):
         return None
     tok = request.app.state.scheduler.model.tokenizer
     return lambda i: tok.decode([i])
+
+
+def _logit_bias(request: Request, f: Fields) -> tuple[int, ...]:
+    """logit_bias -100 bans a char (ids as the loaded model's tokenizer numbers them); other biases: a 400."""
+    return logit_bias_bans(f, request.app.state.scheduler.model.tokenizer.vocab_size)
 
 
 def _usage(job: Job) -> dict:
@@ -208,7 +213,7 @@ async def completions(request: Request):
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
     f.only("prompt", "max_tokens", "n", "stop", "seed", "model", "state", "user", "stream", "echo", "stream_options", "logprobs",
-           "best_of", "suffix", "finish_sentence", *SAMPLING_FIELDS, ignored=IGNORED)
+           "best_of", "suffix", "finish_sentence", "logit_bias", *SAMPLING_FIELDS, ignored=IGNORED)
     _refuse(f, ("best_of", "suffix"))
     logprobs = f.int("logprobs", None, 0, 5)
     echo = f.bool("echo", False)
@@ -222,7 +227,7 @@ async def completions(request: Request):
         prompt=prompt,
         length=f.int("max_tokens", DEFAULT_MAX_TOKENS, 1, cfg.max_length),
         n=f.int("n", 1, 1, cfg.max_n),
-        settings=sampling_from(f, "stop"),
+        settings=with_bans(sampling_from(f, "stop"), _logit_bias(request, f)),
         seed=seed_from(f),
         model=model,
         state=f.str("state", None, max_chars=500),
@@ -351,7 +356,8 @@ async def chat_completions(request: Request):
     cfg = request.app.state.settings
     f = Fields(await read_json(request, cfg.max_body))
     f.only("messages", "max_tokens", "max_completion_tokens", "n", "stop", "seed", "model", "state", "user", "stream",
-           "stream_options", "logprobs", "top_logprobs", "response_format", *REFUSED, *SAMPLING_FIELDS, ignored=CHAT_IGNORED)
+           "stream_options", "logprobs", "top_logprobs", "response_format", "logit_bias", *REFUSED, *SAMPLING_FIELDS,
+           ignored=CHAT_IGNORED)
     _refuse(f, ("tools", "functions", "tool_choice", "function_call", "audio"))
     top = f.int("top_logprobs", None, 0, 20)
     logprobs = (top or 0) if f.bool("logprobs", False) else None
@@ -364,7 +370,7 @@ async def chat_completions(request: Request):
     model, notice = _model(request, f)
     world = getattr(request.app.state.scheduler.model.tokenizer, "name", "") == "world"
     prompt, stops = chat_prompt(_messages(f), world)
-    settings = sampling_from(f, "stop")
+    settings = with_bans(sampling_from(f, "stop"), _logit_bias(request, f))
     if stops:
         settings = dataclasses.replace(settings, stop_strings=tuple(settings.stop_strings) + stops)
     length = f.int("max_completion_tokens", None, 1, cfg.max_length)

@@ -2,6 +2,8 @@
 defaults as `aiwriter write`."""
 from __future__ import annotations
 
+import dataclasses
+
 from aiwriter.errors import AIWriterError
 from aiwriter.sampling import FIELDS, SamplingSettings
 from aiwriter.server.fields import Fields
@@ -10,6 +12,8 @@ from aiwriter.settings import WriteConfig
 
 DEFAULTS = WriteConfig()  # the same defaults as `aiwriter write`
 SAMPLING_FIELDS = tuple(field.name for field in FIELDS)
+BAN_BIAS = -100     # a logit_bias at or below this bans the token (OpenAI's and KoboldCpp's meaning of -100)
+MAX_BIASES = 1024   # entries a logit_bias may hold
 
 
 def sampling_from(f: Fields, stop_field: str, aliases: dict[str, str] | None = None) -> SamplingSettings:
@@ -38,3 +42,37 @@ def seed_from(f: Fields, name: str = "seed") -> int | None:
     if name == "sampler_seed" and seed is not None and seed < 0:
         return None
     return seed
+
+
+def logit_bias_bans(f: Fields, vocab_size: int) -> tuple[int, ...]:
+    """The ids a `logit_bias` ({"id": bias}, as OpenAI and KoboldCpp take it) bans: those at BAN_BIAS or
+    below; 0 changes nothing. Any other bias would change what is written in a way this server cannot
+    do: a 400 naming the field, never ignored."""
+    bias = f.data.get("logit_bias")
+    if bias is None:
+        return ()
+    if not isinstance(bias, dict) or len(bias) > MAX_BIASES:
+        raise ApiError(400, f"字段 logit_bias 应为对象（最多 {MAX_BIASES} 项）：{{\"编号\": 偏置}}",
+                       f"field 'logit_bias' must be an object of at most {MAX_BIASES} entries: {{\"id\": bias}}",
+                       param="logit_bias")
+    ids = []
+    for key, value in bias.items():
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < vocab_size):
+            raise ApiError(400, f"字段 logit_bias 的键应为 0 到 {vocab_size - 1} 的字编号",
+                           f"field 'logit_bias' keys must be token ids from 0 to {vocab_size - 1}", param="logit_bias")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ApiError(400, "字段 logit_bias 的值应为数字", "field 'logit_bias' values must be numbers", param="logit_bias")
+        if value <= BAN_BIAS:
+            ids.append(int(key))
+        elif value != 0:
+            raise ApiError(400, f"字段 logit_bias 只支持 {BAN_BIAS}（禁用该字），不支持其他偏置",
+                           f"field 'logit_bias' supports only {BAN_BIAS} (ban the token), not other biases",
+                           param="logit_bias")
+    return tuple(ids)
+
+
+def with_bans(settings: SamplingSettings, ids) -> SamplingSettings:
+    """settings with these ids banned too (never drawn)."""
+    if not ids:
+        return settings
+    return dataclasses.replace(settings, banned_ids=tuple(dict.fromkeys(tuple(settings.banned_ids) + tuple(ids))))
