@@ -204,6 +204,8 @@ def test_polling_mode_check_shows_the_text_so_far(lite):
     # a poll that arrives just after the end still gets the whole text; another genkey gets nothing
     assert post(lite, "/api/extra/generate/check", {"genkey": "KCPP1017"}).json()["results"][0]["text"] == final["text"]
     assert post(lite, "/api/extra/generate/check", {"genkey": "KCPP0000"}).json() == {"results": [{"text": ""}]}
+    # without a genkey, nothing: one client never reads another's text
+    assert lite.post("/api/extra/generate/check", headers=lite.post_headers).json() == {"results": [{"text": ""}]}
 
 
 def test_abort_by_genkey_ends_the_stream(lite):
@@ -241,6 +243,7 @@ def test_logprobs_in_the_reply_and_after_a_stream(lite):
     streamed_text(stream_events(lite, {**BODY, "genkey": "KCPP0001", "max_length": 2}))
     assert post(lite, "/api/extra/last_logprobs", {"genkey": "KCPP0001"}).json() == {"logprobs": None}
     assert post(lite, "/api/extra/last_logprobs", {"genkey": "nope"}).json() == {"logprobs": None}
+    assert post(lite, "/api/extra/last_logprobs", {}).json() == {"logprobs": None}
 
 
 def test_logit_bias_and_token_bans(lite):

@@ -108,7 +108,7 @@ def _banned_ids(f: Fields, tokenizer) -> tuple[int, ...]:
 
 
 def _recent(request: Request) -> OrderedDict:
-    """genkey -> the last RECENT_JOBS KoboldAI jobs (running or done), newest last."""
+    """genkey -> the last RECENT_JOBS KoboldAI jobs with a genkey (running or done), newest last."""
     state = request.app.state
     if not hasattr(state, "kobold_recent"):
         state.kobold_recent = OrderedDict()
@@ -116,6 +116,8 @@ def _recent(request: Request) -> OrderedDict:
 
 
 def _remember(request: Request, job: Job) -> None:
+    if not job.key:
+        return
     recent = _recent(request)
     recent.pop(job.key, None)
     recent[job.key] = job
@@ -167,26 +169,22 @@ async def generate_stream(request: Request):
 
 @router.post("/api/extra/generate/check")
 async def check(request: Request):
-    """The text so far of the generation with this genkey (Kobold Lite polls this); without a
-    genkey, of the newest KoboldAI generation. A generation that just ended still answers."""
+    """The text so far of the generation with this genkey (Kobold Lite polls this); one that just
+    ended still answers. Without a genkey, nothing: one client never reads another's text."""
     body = await _optional_body(request)
     key = body.str("genkey", "", max_chars=200)
-    job = request.app.state.scheduler.find(key) if key else None
-    if job is None:
-        recent = _recent(request)
-        job = recent.get(key) if key else (next(reversed(recent.values())) if recent else None)
+    job = (request.app.state.scheduler.find(key) or _recent(request).get(key)) if key else None
     return {"results": [{"text": job.texts[0] if job else ""}]}
 
 
 @router.post("/api/extra/last_logprobs")
 async def last_logprobs(request: Request):
-    """KoboldCpp's logprobs of a generation by genkey (Kobold Lite asks after a streamed one),
-    or of the newest: {"logprobs": {"content": [...]}}, or {"logprobs": null} when that
-    generation did not ask for them or is not known any more."""
+    """KoboldCpp's logprobs of a generation by genkey (Kobold Lite asks after a streamed one):
+    {"logprobs": {"content": [...]}}, or {"logprobs": null} when that generation did not ask for
+    them, is not known any more, or no genkey was given."""
     body = await _optional_body(request)
     key = body.str("genkey", "", max_chars=200)
-    recent = _recent(request)
-    job = recent.get(key) if key else (next(reversed(recent.values())) if recent else None)
+    job = _recent(request).get(key) if key else None
     return {"logprobs": kobold_logprobs(job, 0, _decode(request)) if job is not None else None}
 
 
