@@ -66,8 +66,15 @@ def test_cli_state_only_writes_a_runner_state_file(tmp_path, capsys):
     assert raw["blocks.0.att.time_state"].shape == (4, 64, 64)
     report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert report["steps"] == 2 and report["heldout_nats_per_char_tuned"] > 0
+    assert report["batch_size"] == 2 and report["average_from"] == 0.5
     m = aiwriter.load_model()
     assert m.state_from_file(out).start
+    # without --batch-size, state tuning takes its own default (8), not the full training's (16)
+    assert main(["train", "--state-only", "--init", str(aiwriter.DEFAULT_MODEL), "--data", str(data), "--out",
+                 str(tmp_path / "d.pth"), "--max-steps", "1", "--ctx-len", "32", "--state-average-from", "1",
+                 "--eval-chars", "64", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    assert report["batch_size"] == 8 and report["average_from"] is None
     assert main(["train", "--state-only", "--init", str(aiwriter.DEFAULT_MODEL), "--data", str(data),
                  "--out", str(tmp_path / "x")]) == 2
     assert "--out" in capsys.readouterr().err
@@ -85,3 +92,25 @@ def test_write_state_flag(tmp_path, capsys):
     torch.save({"blocks.0.att.time_state": torch.zeros(2, 8, 8)}, tmp_path / "bad.pth")
     assert main(args + ["--state", str(tmp_path / "bad.pth")]) == 2
     assert "1 layers x [2, 8, 8]" in capsys.readouterr().err
+
+
+def _tiny_net(tmp_path):
+    torch.save(RWKV7.random_weights(40, 2, 64, 32, seed=1), tmp_path / "model.pth")
+    return aiwriter.load_model(tmp_path / "model.pth").net
+
+
+def test_tail_average_is_the_mean_of_the_iterates(tmp_path):
+    """average_from=0 over two steps gives the mean of the state after step 1 and after step 2
+    (a one-step run takes the same first step: same seed, same windows, same peak lr)."""
+    net = _tiny_net(tmp_path)
+    train, held = split_heldout([skewed_ids(3000, 40, 0)], 0.1)
+    base = dict(ctx_len=16, batch_size=4, lr=0.3, lr_final=0.1, max_cpu_minutes=None, eval_every=10**6,
+                eval_chars=64, progress=False)
+    quiet = dict(log=lambda m: None)
+    one = tune_state(net, train, held, StateTuning(max_steps=1, **base), **quiet).time_state
+    two = tune_state(net, train, held, StateTuning(max_steps=2, **base), **quiet).time_state
+    avg = tune_state(net, train, held, StateTuning(max_steps=2, average_from=0.0, **base), **quiet).time_state
+    assert not torch.allclose(one, two)
+    assert torch.allclose(avg, (one + two) / 2, atol=1e-6)
+    late = tune_state(net, train, held, StateTuning(max_steps=2, average_from=0.5, **base), **quiet).time_state
+    assert torch.allclose(late, two, atol=1e-6)  # only the last iterate is past half the run

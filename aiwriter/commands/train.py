@@ -10,6 +10,14 @@ HELP = "训练或微调模型 / train or fine-tune a model"
 DESCRIPTION = HELP
 
 
+class _Given(argparse.Action):
+    """Stores the value and notes that the flag was given (--state-only has its own defaults)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # Defaults are written here rather than read from TrainSettings: that module loads torch, and
     # `aiwriter train --help` must not. tests/test_commands.py checks that the two agree.
@@ -36,8 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="WKV 分块长度（1..64，影响速度，不影响结果） / WKV chunk length (1..64: speed, not results)")
     g = p.add_argument_group("训练 / training")
     g.add_argument("--ctx-len", type=int, default=256, help="训练窗口长度 / training window length")
-    g.add_argument("--batch-size", type=int, default=16,
-                   help="每步的窗口数（所有进程合计） / windows per step (global, over all processes)")
+    g.add_argument("--batch-size", type=int, default=16, action=_Given,
+                   help="每步的窗口数（所有进程合计；--state-only 默认 8） / windows per step (global, over all "
+                        "processes; default 8 with --state-only)")
     g.add_argument("--lr", type=float, default=1e-3, help="最大学习率 / peak learning rate")
     g.add_argument("--lr-final", type=float, default=None, help="最终学习率（默认 lr/10） / final learning rate (default lr/10)")
     g.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="学习率衰减方式 / learning-rate decay")
@@ -67,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(.pth or .safetensors) that RWKV-Runner loads")
     g.add_argument("--state-lr", type=float, default=0.5, help="--state-only 的最大学习率（默认 0.5，--lr-final 默认其 1/25）/ "
                                                               "peak learning rate with --state-only (default 0.5; --lr-final defaults to 1/25 of it)")
+    g.add_argument("--state-average-from", type=float, default=0.5,
+                   help="--state-only 从训练进度的这个比例起，对状态取平均作为结果（默认 0.5；1 关闭）/ with --state-only, the "
+                        "result is the average of the states from this fraction of the run on (default 0.5; 1: off)")
     g.add_argument("--max-cpu-minutes", type=float, default=None,
                    help="--state-only 的 CPU 时间上限（分钟，所有线程合计；默认 10）/ CPU-time limit with --state-only, in minutes, "
                         "all threads (default 10)")
@@ -124,12 +136,14 @@ def run_state_only(args) -> int:
     ids = [D.encode_fast(clean_context(t), model.tokenizer).astype(np.int64) for t in texts]
     train_ids, held = split_heldout(ids, 0.1)
     lr = args.state_lr
-    cfg = StateTuning(ctx_len=args.ctx_len, batch_size=args.batch_size, lr=lr,
+    batch_size = args.batch_size if getattr(args, "batch_size_given", False) else StateTuning.batch_size
+    cfg = StateTuning(ctx_len=args.ctx_len, batch_size=batch_size, lr=lr,
                       lr_final=args.lr_final if args.lr_final is not None else lr / 25,
                       max_steps=args.max_steps, max_minutes=args.max_minutes,
                       max_cpu_minutes=args.max_cpu_minutes if args.max_cpu_minutes is not None
                       else (None if (args.max_steps or args.max_minutes) else 10.0),
                       eval_every=args.eval_every, eval_chars=args.eval_chars, seed=args.seed,
+                      average_from=args.state_average_from if args.state_average_from < 1 else None,
                       progress=not args.no_progress)
     print(f"模型 / model {Path(args.init).name} ({model.family}); 训练 / train {len(train_ids):,} chars, "
           f"留出 / held-out {len(held):,} chars (last tenth of each file); threads {torch.get_num_threads()}",
@@ -138,7 +152,8 @@ def run_state_only(args) -> int:
     save_time_state(out, res.time_state)
     report = {"init": str(args.init), "family": model.family, "data": [str(p) for p in args.data],
               "train_chars": int(len(train_ids)), "heldout_chars": res.heldout_chars, "ctx_len": cfg.ctx_len,
-              "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_final": cfg.lr_final, "steps": res.steps,
+              "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_final": cfg.lr_final, "average_from": cfg.average_from,
+              "steps": res.steps,
               "cpu_seconds": round(res.cpu_seconds, 1), "wall_seconds": round(res.wall_seconds, 1),
               "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
               "heldout_nats_per_char_own_start": res.base_nats, "heldout_nats_per_char_tuned": res.tuned_nats,

@@ -4,7 +4,9 @@ Every weight stays frozen; the one trained tensor is the matrix state each strea
 [layers, heads, N, N] in the layout of RWKV-Runner's `blocks.N.att.time_state` (state_files.py),
 so the result loads there and in `aiwriter write --state`. Training reads random windows of
 ctx_len chars of the training part, each from the tuned state (as a writer starts a new text),
-and minimises the mean next-char loss with Adam.
+and minimises the mean next-char loss with Adam (cosine lr decay over the step / CPU-time limit).
+With average_from, the result is the mean of the iterates from that fraction of the run on
+(a tail average: Adam's late steps at a still-large lr mostly add noise, which the mean cancels).
 
 Evaluation is the same use: the held-out part (the last tenth of every file) cut into windows
 of ctx_len chars, each read from the start state; mean nats per char over all predicted chars,
@@ -37,6 +39,7 @@ class StateTuning:
     eval_every: int = 50
     eval_chars: int = 20000                # held-out chars scored at each evaluation (all at the end)
     heldout_fraction: float = 0.1
+    average_from: float | None = None      # average the iterates from this fraction of the run on (Polyak tail average)
     seed: int = 0
     progress: bool = True
 
@@ -109,12 +112,16 @@ def tune_state(net, train_ids: np.ndarray, heldout_ids: np.ndarray, cfg: StateTu
     dev = next(net.parameters()).device
     ts = start_time_state(net).to(dev).clone().requires_grad_(True)
     assert tuple(ts.shape) == shape
+    avg, n_avg = ts.detach().clone(), 0
     opt = torch.optim.Adam([ts], lr=cfg.lr, betas=(0.9, 0.99))
     rng = np.random.default_rng(cfg.seed)
     result = TuneResult(time_state=ts.detach().clone())
 
+    def current():
+        return avg if n_avg else ts.detach()
+
     def evaluate(max_chars):
-        return window_nats(net, heldout_ids, ts.detach(), cfg.ctx_len, max_chars)[0]
+        return window_nats(net, heldout_ids, current(), cfg.ctx_len, max_chars)[0]
 
     base_quick = window_nats(net, heldout_ids, start_time_state(net), cfg.ctx_len, cfg.eval_chars)[0]
     log(f"留出 / held-out: {base_quick:.4f} nats/char from the model's own start ({cfg.eval_chars} chars, windows of {cfg.ctx_len})")
@@ -146,6 +153,10 @@ def tune_state(net, train_ids: np.ndarray, heldout_ids: np.ndarray, cfg: StateTu
         loss.backward()
         opt.step()
         step += 1
+        if cfg.average_from is not None and frac >= cfg.average_from:
+            with torch.no_grad():
+                n_avg += 1
+                avg.add_((ts.detach() - avg) / n_avg) if n_avg > 1 else avg.copy_(ts.detach())
         lv = loss.item()
         ema = lv if ema is None else 0.95 * ema + 0.05 * lv
         cpu = time.process_time() - c0
@@ -161,7 +172,7 @@ def tune_state(net, train_ids: np.ndarray, heldout_ids: np.ndarray, cfg: StateTu
     result.steps = step
     result.cpu_seconds = time.process_time() - c0
     result.wall_seconds = time.time() - t0
-    result.time_state = ts.detach().cpu().clone()
+    result.time_state = current().cpu().clone()
     result.base_nats, result.heldout_chars = window_nats(net, heldout_ids, start_time_state(net), cfg.ctx_len)
     result.tuned_nats, _ = window_nats(net, heldout_ids, result.time_state.to(dev), cfg.ctx_len)
     result.history.append({"step": step, "cpu_s": round(result.cpu_seconds, 1), "train_loss": ema,
