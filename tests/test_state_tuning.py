@@ -66,15 +66,15 @@ def test_cli_state_only_writes_a_runner_state_file(tmp_path, capsys):
     assert raw["blocks.0.att.time_state"].shape == (4, 64, 64)
     report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert report["steps"] == 2 and report["heldout_nats_per_char_tuned"] > 0
-    assert report["batch_size"] == 2 and report["average_from"] == 0.5
+    assert report["batch_size"] == 2 and report["average_from"] is None
     m = aiwriter.load_model()
     assert m.state_from_file(out).start
     # without --batch-size, state tuning takes its own default (8), not the full training's (16)
     assert main(["train", "--state-only", "--init", str(aiwriter.DEFAULT_MODEL), "--data", str(data), "--out",
-                 str(tmp_path / "d.pth"), "--max-steps", "1", "--ctx-len", "32", "--state-average-from", "1",
+                 str(tmp_path / "d.pth"), "--max-steps", "1", "--ctx-len", "32", "--state-average-from", "0.5",
                  "--eval-chars", "64", "--no-progress"]) == 0
     report = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
-    assert report["batch_size"] == 8 and report["average_from"] is None
+    assert report["batch_size"] == 8 and report["average_from"] == 0.5
     assert main(["train", "--state-only", "--init", str(aiwriter.DEFAULT_MODEL), "--data", str(data),
                  "--out", str(tmp_path / "x")]) == 2
     assert "--out" in capsys.readouterr().err

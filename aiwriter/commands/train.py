@@ -76,9 +76,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(.pth or .safetensors) that RWKV-Runner loads")
     g.add_argument("--state-lr", type=float, default=0.5, help="--state-only 的最大学习率（默认 0.5，--lr-final 默认其 1/25）/ "
                                                               "peak learning rate with --state-only (default 0.5; --lr-final defaults to 1/25 of it)")
-    g.add_argument("--state-average-from", type=float, default=0.5,
-                   help="--state-only 从训练进度的这个比例起，对状态取平均作为结果（默认 0.5；1 关闭）/ with --state-only, the "
-                        "result is the average of the states from this fraction of the run on (default 0.5; 1: off)")
+    g.add_argument("--state-average-from", type=float, default=1.0,
+                   help="--state-only 从训练进度的这个比例起（如 0.5），对状态取平均作为结果（默认 1：不平均；实测没有帮助）/ with "
+                        "--state-only, the result is the average of the states from this fraction of the run on, e.g. 0.5 "
+                        "(default 1: off; it did not help when measured)")
     g.add_argument("--max-cpu-minutes", type=float, default=None,
                    help="--state-only 的 CPU 时间上限（分钟，所有线程合计；默认 10）/ CPU-time limit with --state-only, in minutes, "
                         "all threads (default 10)")
