@@ -19,7 +19,7 @@ def add_story_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lorebook", help="设定集文件：KoboldAI Lite 存档、NovelAI .lorebook 或本程序的 JSON / lorebook file: "
                                       "a KoboldAI Lite save, a NovelAI .lorebook, or AI-Writer JSON")
     g.add_argument("--context-budget", type=int, help=f"模型最多读多少字（默认 {DEFAULT_BUDGET:,}）/ the most chars the model "
-                                                      f"reads (default {DEFAULT_BUDGET:,})")
+                                                      f"reads (default {DEFAULT_BUDGET:,})")  # or the lorebook file's context_budget
     g.add_argument("--show-context", action="store_true", help="只显示模型将读的全部文字和触发的设定，然后退出 / print exactly "
                                                                "what the model will read and which entries fired, then exit")
 
@@ -56,7 +56,7 @@ def story_context(args, opening: str):
         book.memory = args.memory
     if args.authors_note is not None:
         book.authors_note = args.authors_note
-    budget = args.context_budget if args.context_budget is not None else DEFAULT_BUDGET
+    budget = args.context_budget if args.context_budget is not None else (book.context_budget or DEFAULT_BUDGET)
     ctx = assemble(opening, book, AssemblySettings(budget=budget, seed=args.seed or 0))
     for w in ctx.warnings:
         print(w, file=sys.stderr)

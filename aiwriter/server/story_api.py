@@ -17,7 +17,7 @@ from aiwriter.server.replies import ApiError
 from aiwriter.server.documents import _call
 from aiwriter.story import AssemblySettings, Lorebook, assemble, from_dict, to_dict, to_lite, to_novelai
 from aiwriter.story.context import MAX_BUDGET
-from aiwriter.story.files import from_json
+from aiwriter.story.files import from_json, loads
 
 router = APIRouter(prefix="/api/docs")
 
@@ -56,11 +56,14 @@ async def put_story(request: Request, doc_id: Id):
 
 @router.post("/{doc_id}/story/import")
 async def import_story(request: Request, doc_id: Id):
-    """A Lite save, a NovelAI lorebook or our JSON, turned into our form (not saved: the page shows
-    it, then PUTs it). A Lite save's story text comes back as `text`."""
+    """A Lite save, a NovelAI lorebook or our JSON (`file`: the parsed JSON or the file's text;
+    `name`: for errors), turned into our form (not saved: the page shows it, then PUTs it). A Lite
+    save's story text comes back as `text`."""
     data = await read_json(request, request.app.state.settings.max_body)
+    name = data.get("name") if isinstance(data.get("name"), str) and data.get("name") else "file"
     try:
-        loaded = from_json(data.get("file"), "file")
+        # the file as parsed JSON, or as its text (then a file that is not JSON gets our error)
+        loaded = loads(data["file"], name[:200]) if isinstance(data.get("file"), str) else from_json(data.get("file"), name[:200])
     except AIWriterError as e:
         raise ApiError(400, e.zh, e.en, param="file")
     return {"story": to_dict(loaded.book), "kind": loaded.kind, "text": loaded.story}
@@ -80,12 +83,13 @@ async def export_story(request: Request, doc_id: Id, format: str = "lite"):
 
 @router.post("/{doc_id}/context")
 async def context(request: Request, doc_id: Id):
-    """What the model reads to continue this manuscript. Body (all optional): budget (chars),
+    """What the model reads to continue this manuscript. Body (all optional): budget (chars; default
+    the story's context_budget, else 16,000),
     text (the editor's text, if newer than the saved one), story (unsaved settings), cascade_depth,
     seed, chapter (continue that chapter: the earlier chapters and it)."""
     f = Fields(await read_json(request, request.app.state.settings.max_body))
     f.only("budget", "text", "story", "cascade_depth", "seed", "chapter")
-    budget = f.int("budget", DEFAULT_BUDGET, 1, MAX_BUDGET)
+    budget = f.int("budget", None, 1, MAX_BUDGET)  # default: the manuscript's own, else DEFAULT_BUDGET
     text = f.str("text", None)
     if text is None:
         text = (await _call(request.app.state.store.get_document, doc_id))["text"]
@@ -104,6 +108,8 @@ async def context(request: Request, doc_id: Id):
             raise _bad(e)
     else:
         book = await _load(request, doc_id)
+    if budget is None:
+        budget = book.context_budget or DEFAULT_BUDGET
     settings = AssemblySettings(budget=budget, cascade_depth=f.int("cascade_depth", 0, 0, 5), seed=f.int("seed", 0, 0, 2**31))
     try:
         ctx = await _call(assemble, text, book, settings)

@@ -100,6 +100,15 @@ def _int(d: dict, k: str, label: str, default):
     return v
 
 
+def _ours(d: dict, label: str) -> dict:
+    v = d.get("aiwriter")
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise AIWriterError(f"设定「{label}」的 aiwriter 字段应是 JSON 对象", f"entry '{label}': the aiwriter field must be a JSON object")
+    return v
+
+
 def _check_count(entries: list) -> None:
     if len(entries) > MAX_ENTRIES:
         raise AIWriterError(f"设定集条目太多（{len(entries):,} 条，上限 {MAX_ENTRIES:,}）",
@@ -122,6 +131,10 @@ def from_lite(d: dict) -> Loaded:
             raise AIWriterError(f"wisearchdepth 应是不小于 0 的整数（收到 {depth!r:.40}）",
                                 f"wisearchdepth must be a whole number ≥ 0 (got {depth!r:.40})")
         book.scan_depth = depth
+    ours = _ours(d, top)
+    for k in ("an_depth", "context_budget"):
+        if k in ours:
+            setattr(book, k, _int(ours, k, top, 0))
     wi = d.get("worldinfo", [])
     if wi is None:
         wi = []
@@ -145,6 +158,7 @@ def _lite_entries(wi: list, book: Lorebook) -> Lorebook:
         prob = _int(r, "probability", lab, 100)
         if r.get("useprobability") is False:
             prob = 100
+        ours = _ours(r, lab)  # what our own export keeps beside Lite's fields
         book.entries.append(Entry(
             keys=split_keys(r.get("key", ""), lab, "key"),
             secondary_keys=split_keys(r.get("keysecondary", ""), lab, "keysecondary"),
@@ -152,6 +166,7 @@ def _lite_entries(wi: list, book: Lorebook) -> Lorebook:
             content=_str(r, "content", lab), name=name,
             selective=_bool(r, "selective", lab, False), constant=_bool(r, "constant", lab, False),
             enabled=not _bool(r, "widisabled", lab, False), probability=prob,
+            **{k: _int(ours, k, lab, 0 if k != "order" else 100) for k in ("order", "scan_depth", "budget") if k in ours},
         ))
     book.compile()
     return book
@@ -176,6 +191,7 @@ def to_lite(book: Lorebook, story: str = "") -> dict:
         "gamestarted": bool(story), "prompt": story, "memory": book.memory, "authorsnote": book.authors_note,
         "anotetemplate": book.an_template, "actions": [], "actions_metadata": {}, "worldinfo": wi,
         "wisearchdepth": book.scan_depth, "wiinsertlocation": 0,
+        "aiwriter": {"an_depth": book.an_depth, "context_budget": book.context_budget},
     }
 
 

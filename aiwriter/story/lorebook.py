@@ -22,6 +22,7 @@ MAX_KEYS_PER_ENTRY = 100
 MAX_CONTENT_CHARS = 100_000
 MAX_MEMORY_CHARS = 1_000_000
 MAX_NAME_CHARS = 200
+MAX_CONTEXT_BUDGET = 10_000_000  # as context.MAX_BUDGET
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Lorebook:
     an_template: str = LITE_AN_TEMPLATE  # "<|>" is replaced by the note
     an_depth: int = DEFAULT_AN_DEPTH     # chars before the end of the story
     scan_depth: int = 0                  # default scan depth in chars; 0: the budget
+    context_budget: int = 0              # chars the model reads at most; 0: the reader's default (16,000)
     entries: list[Entry] = field(default_factory=list)
 
     def compile(self) -> CompiledBook:
@@ -137,6 +139,10 @@ def validate(book: Lorebook) -> None:
     for name, v in (("an_depth", book.an_depth), ("scan_depth", book.scan_depth)):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 100_000_000:
             raise AIWriterError(f"{name} 应是不小于 0 的整数（收到 {v!r}）", f"{name} must be a whole number ≥ 0 (got {v!r})")
+    v = book.context_budget
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_CONTEXT_BUDGET:
+        raise AIWriterError(f"上下文预算应是 0 到 {MAX_CONTEXT_BUDGET:,} 的整数（0 = 默认；收到 {v!r}）",
+                            f"context_budget must be a whole number from 0 to {MAX_CONTEXT_BUDGET:,} (0: the default; got {v!r})")
     if not isinstance(book.entries, list):
         raise AIWriterError("设定集应是条目列表", "the lorebook's entries must be a list")
     if len(book.entries) > MAX_ENTRIES:
@@ -208,6 +214,6 @@ def from_dict(d: dict) -> Lorebook:
 def to_dict(book: Lorebook) -> dict:
     return {
         "memory": book.memory, "authors_note": book.authors_note, "an_template": book.an_template,
-        "an_depth": book.an_depth, "scan_depth": book.scan_depth,
+        "an_depth": book.an_depth, "scan_depth": book.scan_depth, "context_budget": book.context_budget,
         "entries": [dict(e.__dict__) for e in book.entries],
     }

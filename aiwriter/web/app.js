@@ -13,6 +13,8 @@
 //   settings.js   model, sampling, presets   generate.js   continue, rewrite, candidates
 //   history.js    生成记录                     layout.js     panels, keys
 //   chapters.js   章节: list, jump, add/rename/move/delete, export   states.js  起始状态 (state files)
+//   story.js      设定 (memory, author's note, budget; saved with the manuscript), story-words.js its words
+//   lorebook.js   设定集 editor, import/export  context.js    上下文 viewer, the prompt with story settings
 import { api, isOffline, takeKeyFromUrl } from "./api.js";
 import { renderChapters } from "./chapters.js";
 import { $, banner } from "./dom.js";
@@ -27,6 +29,9 @@ import { showSaveState } from "./save.js";
 import { loadModels, loadSampling, renderPresets, renderSampling } from "./settings.js";
 import { S } from "./state.js";
 import { loadStates, renderStates } from "./states.js";
+import { renderContext } from "./context.js";
+import { renderLorebook } from "./lorebook.js";
+import { renderStory } from "./story.js";
 
 function applyLang() {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
@@ -36,6 +41,7 @@ function applyLang() {
   $("btn-lang").textContent = lang === "zh" ? "EN" : "中文";
   renderSampling(); renderPresets(); renderCandidates(); renderHistory(); renderVersions(); updateCount(); showSaveState();
   renderChapters(); renderStates();
+  renderStory(); renderLorebook(); renderContext();
   $("gen-status").textContent = "";
   if (S.doc) refreshDocList();
 }

@@ -10,6 +10,7 @@ import { clock, t } from "./i18n.js";
 import { closeDrawers } from "./layout.js";
 import { changed, confirmed, save, showSaveState } from "./save.js";
 import { S } from "./state.js";
+import { loadStory } from "./story.js";
 import { countChars, validMarks } from "./text.js";
 
 export async function refreshDocList() {
@@ -45,7 +46,7 @@ export async function openDoc(id, { discardDraft = false } = {}) {
   setText(doc.text, { marks: validMarks(doc.marks, doc.text) });
   await recoverDrafts();
   updateUndoButtons(); renderCandidates(); showSaveState();
-  await Promise.all([refreshDocList(), loadVersions(), loadGenerations()]);
+  await Promise.all([refreshDocList(), loadVersions(), loadGenerations(), loadStory(doc.id)]);
   return true;
 }
 

@@ -8,6 +8,7 @@ import { t } from "./i18n.js";
 import { changed, save } from "./save.js";
 import { requestBody } from "./settings.js";
 import { S } from "./state.js";
+import { promptFor } from "./context.js";
 import { addRange, countChars } from "./text.js";
 
 function setGenerating(on) {
@@ -18,7 +19,7 @@ function setGenerating(on) {
 }
 
 export async function generate(mode) {
-  if (S.gen || !S.doc || S.busy) return;  // S.busy: a chapter change is on its way (chapters.js)
+  if (S.gen || S.preparing || !S.doc || S.busy) return;  // S.busy: a chapter change is on its way (chapters.js)
   let base = editor.value;
   if (mode === "rewrite") {
     // the last continuation, kept with the manuscript, is replaced if it still ends the text unedited
@@ -29,6 +30,15 @@ export async function generate(mode) {
   if (!base.trim()) { banner(t("emptyOpening")); editor.focus(); return; }
   const n = Math.max(1, Math.min(Number($("n").value) || 1, S.config ? S.config.max_n : 8));
   const body = requestBody(base, n);
+  // with story settings the model reads the context the server assembles (memory first, entries
+  // and the author's note near the end: context.js); the text itself otherwise
+  S.preparing = true; editor.readOnly = true;  // the text stays as it was assembled from
+  document.body.dataset.gen = "preparing";
+  try { body.prompt = await promptFor(base, body.seed); } catch (e) { banner(describe(e), "error"); return; } finally {
+    S.preparing = false; editor.readOnly = false;
+    if (!S.gen) document.body.dataset.gen = "idle";
+  }
+  if (S.gen || !S.doc || (editor.value !== base && mode !== "rewrite")) return;  // another manuscript opened meanwhile
   const inline = n === 1;  // one continuation streams straight into the manuscript
   const round = { base, texts: Array(n).fill(""), picked: inline ? 0 : -1, done: false, model: body.model, settings: body };
   S.rounds.push(round); S.round = S.rounds.length - 1;

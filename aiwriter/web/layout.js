@@ -40,8 +40,8 @@ editor.addEventListener("focus", () => { if (narrow()) closeDrawers(); });
 for (const tab of document.querySelectorAll(".tab")) {
   tab.onclick = () => {
     for (const other of document.querySelectorAll(".tab")) other.classList.toggle("active", other === tab);
-    $("pane-settings").hidden = tab.dataset.tab !== "settings";
-    $("pane-history").hidden = tab.dataset.tab !== "history";
+    for (const pane of document.querySelectorAll("#side-panel > .pane")) pane.hidden = pane.id !== `pane-${tab.dataset.tab}`;
+    document.body.dataset.tab = tab.dataset.tab;  // style.css widens the panel for the story panes
   };
 }
 $("btn-continue").onclick = () => generate("continue");
