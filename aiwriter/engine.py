@@ -507,5 +507,26 @@ class PrefixCache:
         self._entries[best] = (logits, state)  # mark as recently used
         return len(best[1]), logits.clone(), state.copy()
 
+    def longest_shared(self, ids, start: str = "") -> int:
+        """How many leading ids `ids` shares with the saved text that shares the most, whether or
+        not all of that text is a prefix of `ids`. A text read after an earlier one that differs
+        near its end (a lorebook entry or an author's note inserted a few hundred chars before the
+        end, as KoboldAI Lite and aiwriter.story do) shares everything before that point: the
+        reader keeps its state there (ReadingTask), so the next such text starts from it."""
+        ids = tuple(ids)
+        best = 0
+        for s, k in self._entries:
+            if s != start or len(k) <= best or k[:best + 1] != ids[:best + 1]:
+                continue
+            lo, hi = best + 1, min(len(k), len(ids))  # k[:lo] == ids[:lo]; find the largest such
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if k[:mid] == ids[:mid]:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            best = lo
+        return best
+
     def nbytes(self) -> int:
         return sum(s.nbytes() + l.numel() * l.element_size() for l, s in self._entries.values())

@@ -16,6 +16,7 @@ from aiwriter.state_cache import DiskStateCache, PrefixKeys
 from aiwriter.tokenizer import clean_context
 
 PREFILL_CHUNK = 1024  # ids per prefill call: bounds memory on very long openings
+MIN_FORK = 64  # a shared start shorter than this (ids) is not worth a saved state of its own
 
 
 @dataclass
@@ -126,6 +127,11 @@ class ReadingTask:
             state = start.copy() if start is not None else writer.model.new_state(1)
         self.state = state
         self.pos = self.reused
+        # where this text parts from one read before: its state there is kept too, so that the
+        # next text parting at about the same place (story text before an inserted author's note)
+        # reads only from there on
+        fork = writer.cache.longest_shared(ids, origin)
+        self.fork = fork if self.reused + MIN_FORK <= fork < len(ids) else None
         self.chunks = 0  # chunks read so far
         if self.done and self.from_disk:
             writer.cache.put(ids, self.logits, self.state)
@@ -140,10 +146,14 @@ class ReadingTask:
             end = min(len(self.ids), (self.pos // PREFILL_CHUNK + 1) * PREFILL_CHUNK)
             if self.disk is not None:
                 end = min(end, (self.pos // self.disk.every + 1) * self.disk.every)
+            if self.fork is not None and self.pos < self.fork:
+                end = min(end, self.fork)
             chunk = self.ids[self.pos:end]
             self.logits, self.state = self.writer.model.forward(chunk, self.state)
             self.pos += len(chunk)
             self.chunks += 1
+            if self.pos == self.fork:
+                self.writer.cache.put(self.ids[:self.pos], self.logits, self.state)
             if self.disk is not None and (self.done or self.pos % self.disk.every == 0):
                 self.disk.put(self.ids[:self.pos], self.logits, self.state, self.keys)
             if self.done:

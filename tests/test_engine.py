@@ -41,6 +41,19 @@ def test_state_stack_and_select_round_trip():
     assert torch.equal(both.select(1).data["x"], s2.data["x"])
 
 
+def test_prefix_cache_longest_shared_start():
+    c = PrefixCache()
+    st = State({"x": torch.zeros(1)})
+    assert c.longest_shared([1, 2, 3]) == 0
+    c.put([1, 2, 3, 4, 5], torch.zeros(3), st)
+    c.put([1, 2, 7], torch.zeros(3), st)
+    assert c.longest_shared([1, 2, 3, 4, 9, 9]) == 4  # parts from the first after 4 ids
+    assert c.longest_shared([1, 2, 7, 8]) == 3
+    assert c.longest_shared([1, 2, 3]) == 3
+    assert c.longest_shared([5, 1]) == 0
+    assert c.longest_shared([1, 2, 3, 4], start="other") == 0  # read from another start state
+
+
 def test_prefix_cache_longest_prefix_and_bound():
     c = PrefixCache(max_bytes=10_000)
     st = State({"x": torch.zeros(1, 100)})  # 400 bytes

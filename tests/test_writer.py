@@ -49,6 +49,28 @@ def test_prefix_cache_reads_only_the_new_part(cycle_model):
     assert net.calls == []  # exact hit
 
 
+def test_text_with_a_note_inserted_near_the_end_reads_only_from_where_it_parts(cycle_model):
+    """An author's note (or a lorebook entry) a few hundred chars before the end: each new text
+    parts from the one before at about that place. The state kept there is reused next time."""
+    w = Writer(cycle_model)
+    net = cycle_model.net
+    texts = ["甲乙丙。" * n + "乙乙" + "甲乙丙。" * 5 for n in (40, 41, 42)]
+    w.read(texts[0])
+    net.calls.clear()
+    r = w.read(texts[1])
+    assert sum(net.calls) == len("\n" + texts[1])  # nothing to reuse yet: read whole, kept where it parts from texts[0]
+    assert w.cache.longest_prefix(w.model.tokenizer.encode("\n" + "甲乙丙。" * 40 + "甲"))[0] == 1 + 160
+    net.calls.clear()
+    r = w.read(texts[2])
+    assert w.last_reused == 1 + 160 and sum(net.calls) == len(texts[2]) - 160
+    assert r.state.data["count"].item() == len("\n" + texts[2])  # the same state as read from the start
+    # texts that share little keep no extra state
+    w2 = Writer(cycle_model)
+    w2.read("甲乙丙。" * 10 + "乙")
+    w2.read("甲乙丙。" * 10 + "丙")
+    assert len(w2.cache) == 2
+
+
 def test_stop_string_ends_a_run_before_it(cycle_model):
     w = Writer(cycle_model)
     r = w.read("甲")
