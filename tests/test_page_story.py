@@ -71,6 +71,15 @@ def test_memory_and_an_entry_are_saved_with_the_manuscript(browser, tmp_path):
         assert [(e["name"], e["keys"], e["secondary_keys"], e["selective"], e["order"], e["content"]) for e in s["entries"]] == \
             [("黛玉", ["黛玉", "林妹妹"], ["宝玉"], True, 150, "黛玉体弱。")]
         shot(p, "page-lorebook.png")
+        # a half-typed regular expression: not saved, and the pane says which entry and why
+        card.locator("input[data-field=anti_keys]").fill("/林(/")
+        p.wait_for_selector("body[data-story-error=yes]", timeout=15_000)
+        assert "#1 黛玉" in p.text_content("#lb-save-status")
+        assert story_of(c, p)["entries"][0]["anti_keys"] == []
+        card.locator("input[data-field=anti_keys]").fill("/林(妹)/")
+        story_saved(p)
+        assert story_of(c, p)["entries"][0]["anti_keys"] == ["/林(妹)/"]
+        assert p.get_attribute("body", "data-story-error") == "no"
         w.reload()
         tab(p, "story")
         assert p.input_value("#story-memory") == "林黛玉，金陵人。" and p.input_value("#story-budget") == "4000"

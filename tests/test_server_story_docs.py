@@ -108,3 +108,42 @@ def test_chapters_through_the_api(c):
     versions = c.get(f"/api/docs/{doc}/versions").json()["versions"]
     # the deleted chapter is still in the history
     assert any("兰若寺" in c.get(f"/api/docs/{doc}/versions/{v['id']}").json()["text"] for v in versions)
+
+
+def test_the_manuscripts_context_budget_is_the_default(c):
+    doc = new_doc(c, "月色昏暗。" * 1000)
+    assert c.post(f"/api/docs/{doc}/context", json={}).json()["budget"] == 16_000
+    c.put(f"/api/docs/{doc}/story", json={"story": {**STORY, "context_budget": 1000}})
+    ctx = c.post(f"/api/docs/{doc}/context", json={}).json()
+    assert ctx["budget"] == 1000 and ctx["chars_used"] <= 1000
+    assert c.post(f"/api/docs/{doc}/context", json={"budget": 3000}).json()["budget"] == 3000  # asked for: wins
+    ctx = c.post(f"/api/docs/{doc}/context", json={"story": {"memory": "x", "context_budget": 500}}).json()
+    assert ctx["budget"] == 500  # unsaved settings carry their own
+
+
+def test_import_takes_the_files_text_and_says_what_is_wrong(c):
+    doc = new_doc(c, "x")
+    r = c.post(f"/api/docs/{doc}/story/import", json={"file": json.dumps(STORY, ensure_ascii=False), "name": "聊斋.json"})
+    assert r.status_code == 200 and [e["name"] for e in r.json()["story"]["entries"]] == ["寺", "燕"]
+    r = c.post(f"/api/docs/{doc}/story/import", json={"file": "宁采臣是书生。", "name": "笔记.txt"})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert "笔记.txt" in err["zh"] and "JSON" in err["zh"] and "not valid JSON" in err["en"]
+
+
+def test_continuing_with_a_note_reads_only_the_end_again(c):
+    """The page's flow (context, then completion, then the next context): with an author's note
+    the text parts from the last prompt near its end; from the third continuation on, the model
+    reads only from about there (engine.PrefixCache.longest_shared)."""
+    doc = new_doc(c, "")
+    c.put(f"/api/docs/{doc}/story", json={"story": {"memory": "丙乙甲。" * 50, "authors_note": "子丑"}})
+    text, read = "甲乙丙。\n" * 600, []
+    for _ in range(4):
+        before = c.get("/api/status").json()
+        prompt = c.post(f"/api/docs/{doc}/context", json={"text": text}).json()["text"]
+        r = c.post("/v1/completions", json={"prompt": prompt, "max_tokens": 60, "temperature": 0})
+        after = c.get("/api/status").json()
+        read.append((after["read_ids"] - before["read_ids"], after["prompt_ids"] - before["prompt_ids"]))
+        text += r.json()["choices"][0]["text"]
+    assert all(n > 3000 for _, n in read)
+    assert read[0][0] == read[0][1] and all(r < 600 for r, _ in read[2:]), read

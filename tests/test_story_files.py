@@ -118,3 +118,25 @@ def test_hundred_thousand_entries_refused():
 def test_export_formats_are_json_serialisable():
     b = loads(json.dumps(LITE_SAVE)).book
     json.dumps(to_lite(b, "s")), json.dumps(to_novelai(b))
+
+
+def test_lite_export_keeps_our_fields_through_a_reimport():
+    b = loads(json.dumps(LITE_SAVE)).book
+    b.entries[0].order, b.entries[0].budget, b.entries[0].scan_depth = 7, 30, 500
+    b.an_depth, b.context_budget = 100, 4000
+    again = loads(json.dumps(to_lite(b, "故事"))).book
+    assert [(e.order, e.budget, e.scan_depth) for e in again.entries] == [(7, 30, 500), (100, 0, 0), (100, 0, 0)]
+    assert (again.an_depth, again.context_budget) == (100, 4000)
+    bad = to_lite(b)
+    bad["worldinfo"][1]["aiwriter"] = {"order": "high"}
+    with pytest.raises(AIWriterError, match="#2 庙.*order"):
+        loads(json.dumps(bad))
+
+
+def test_context_budget_is_checked():
+    from aiwriter.story import from_dict
+
+    assert from_dict({"context_budget": 3000}).context_budget == 3000
+    for bad in (-1, 1.5, "3000", True, 10**8):
+        with pytest.raises(AIWriterError, match="context_budget"):
+            from_dict({"context_budget": bad})

@@ -117,12 +117,15 @@ export async function flushStory() {
 }
 
 export function showStoryState() {
-  const node = $("story-status");
-  if (!node || !STORY.data) return;
+  if (!STORY.data) return;
   const dirty = JSON.stringify(payload()) !== STORY.saved;
   document.body.dataset.storySaved = dirty || STORY.saving ? "no" : "yes";
-  node.classList.toggle("error", !!STORY.error);
-  node.textContent = STORY.error ? t("storyBad", STORY.error) : STORY.saving ? t("storySaving") : dirty ? t("storyUnsaved") : STORY.saved ? t("storySaved") : "";
+  document.body.dataset.storyError = STORY.error ? "yes" : "no";
+  const text = STORY.error ? t("storyBad", STORY.error) : STORY.saving ? t("storySaving") : dirty ? t("storyUnsaved") : STORY.saved ? t("storySaved") : "";
+  for (const node of document.querySelectorAll(".story-status")) {  // in the 设定 and 设定集 panes
+    node.classList.toggle("error", !!STORY.error);
+    node.textContent = text;
+  }
 }
 
 window.addEventListener("beforeunload", () => {
