@@ -268,3 +268,23 @@ def test_the_english_toggle_changes_the_story_labels(browser, tmp_path):
         assert "Secondary keys" in labels and not any("\u4e00" <= ch <= "\u9fff" for ch in "".join(labels))
         shot(p, "page-lorebook-en.png")
         w.close()
+
+
+def test_the_story_panes_fit_a_phone(browser, tmp_path):
+    with server_with(tmp_path) as c:
+        doc = c.post("/api/docs", json={"title": "手机"}).json()["id"]
+        c.put(f"/api/docs/{doc}/story", json={"story": STORY})
+        w = Page(browser, str(c.base_url), width=390, height=844, storage={"aiwriter.lastDoc": str(doc)})
+        p = w.page
+        write_opening(p, "林妹妹")
+        for name in ("story", "lorebook", "context"):
+            tab(p, name)
+            if name == "lorebook":
+                p.locator("#lb-list .lb-entry summary").first.click()
+            if name == "context":
+                p.wait_for_selector("#ctx-entries li[data-status=inserted]")
+            assert p.is_visible(f"#pane-{name}")
+            assert p.evaluate("document.documentElement.scrollWidth") <= 390
+            assert p.evaluate("document.getElementById('side-panel').scrollWidth <= document.getElementById('side-panel').clientWidth")
+            shot(p, f"page-{name}-phone.png")
+        w.close()
