@@ -17,6 +17,7 @@ from aiwriter.tokenizer import clean_context
 
 PREFILL_CHUNK = 1024  # ids per prefill call: bounds memory on very long openings
 MIN_FORK = 64  # a shared start shorter than this (ids) is not worth a saved state of its own
+TAIL_KEEP = 1024  # ids before the end of a mostly new text whose state is kept (ReadingTask)
 
 
 @dataclass
@@ -127,11 +128,19 @@ class ReadingTask:
             state = start.copy() if start is not None else writer.model.new_state(1)
         self.state = state
         self.pos = self.reused
-        # where this text parts from one read before: its state there is kept too, so that the
-        # next text parting at about the same place (story text before an inserted author's note)
-        # reads only from there on
+        # States kept on the way besides the one at the end (aiwriter.story inserts the author's note
+        # and lorebook entries a few hundred chars before the end, KoboldAI Lite too, so a prompt is
+        # rarely a prefix of the next one):
+        # - where this text parts from one read before: the next one parts at about the same place
+        #   (the story text before the inserted block), and reads only from there on;
+        # - TAIL_KEEP ids before the end, when much of this text was new (a first read, or a story
+        #   window that moved): the next continuation of it still agrees up to there.
         fork = writer.cache.longest_shared(ids, origin)
-        self.fork = fork if self.reused + MIN_FORK <= fork < len(ids) else None
+        keep = {fork} if self.reused + MIN_FORK <= fork < len(ids) else set()
+        tail = len(ids) - TAIL_KEEP
+        if tail >= max(fork, self.reused) + TAIL_KEEP:
+            keep.add(tail)
+        self.keep = sorted(keep)
         self.chunks = 0  # chunks read so far
         if self.done and self.from_disk:
             writer.cache.put(ids, self.logits, self.state)
@@ -146,13 +155,12 @@ class ReadingTask:
             end = min(len(self.ids), (self.pos // PREFILL_CHUNK + 1) * PREFILL_CHUNK)
             if self.disk is not None:
                 end = min(end, (self.pos // self.disk.every + 1) * self.disk.every)
-            if self.fork is not None and self.pos < self.fork:
-                end = min(end, self.fork)
+            end = min([end] + [k for k in self.keep if k > self.pos])
             chunk = self.ids[self.pos:end]
             self.logits, self.state = self.writer.model.forward(chunk, self.state)
             self.pos += len(chunk)
             self.chunks += 1
-            if self.pos == self.fork:
+            if self.pos in self.keep and not self.done:
                 self.writer.cache.put(self.ids[:self.pos], self.logits, self.state)
             if self.disk is not None and (self.done or self.pos % self.disk.every == 0):
                 self.disk.put(self.ids[:self.pos], self.logits, self.state, self.keys)

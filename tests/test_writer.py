@@ -71,6 +71,26 @@ def test_text_with_a_note_inserted_near_the_end_reads_only_from_where_it_parts(c
     assert len(w2.cache) == 2
 
 
+def test_a_mostly_new_text_keeps_its_state_a_chunk_before_the_end(cycle_model):
+    """A first read (or a story window that moved): the next prompt inserts its note a few hundred
+    chars before ITS end, so it still agrees with this one up to TAIL_KEEP ids before the end."""
+    import random
+
+    from aiwriter.writer import TAIL_KEEP
+
+    rng = random.Random(0)
+    a = "".join(rng.choice("甲乙丙。") for _ in range(3000))
+    w = Writer(cycle_model)
+    w.read(a)
+    net = cycle_model.net
+    net.calls.clear()
+    b = a[:2700] + "\n丙丙\n" + a[2700:] + "甲乙"
+    r = w.read(b)
+    n = len(w.model.tokenizer.encode("\n" + b))
+    assert w.last_reused == 1 + 3000 - TAIL_KEEP and sum(net.calls) == n - w.last_reused
+    assert r.state.data["count"].item() == n
+
+
 def test_stop_string_ends_a_run_before_it(cycle_model):
     w = Writer(cycle_model)
     r = w.read("甲")
