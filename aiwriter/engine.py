@@ -481,6 +481,7 @@ class PrefixCache:
     def __init__(self, max_bytes: int = 256 * 2**20):
         self.max_bytes = max_bytes
         self._entries: dict[tuple[str, tuple[int, ...]], tuple[torch.Tensor, State]] = {}
+        self._arrays: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}  # the ids as arrays (longest_shared)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -489,8 +490,11 @@ class PrefixCache:
         key = (state.start, tuple(ids))
         self._entries.pop(key, None)
         self._entries[key] = (logits.clone(), state.copy())
+        self._arrays[key] = np.asarray(key[1], dtype=np.int64)
         while len(self._entries) > 1 and self.nbytes() > self.max_bytes:
-            self._entries.pop(next(iter(self._entries)))
+            oldest = next(iter(self._entries))
+            self._entries.pop(oldest)
+            self._arrays.pop(oldest, None)
 
     def longest_prefix(self, ids, start: str = "") -> tuple[int, torch.Tensor | None, State | None]:
         """(n, logits, state) for the longest saved prefix ids[:n] read from the start state
@@ -513,19 +517,14 @@ class PrefixCache:
         near its end (a lorebook entry or an author's note inserted a few hundred chars before the
         end, as KoboldAI Lite and aiwriter.story do) shares everything before that point: the
         reader keeps its state there (ReadingTask), so the next such text starts from it."""
-        ids = tuple(ids)
+        q = np.asarray(ids, dtype=np.int64)
         best = 0
-        for s, k in self._entries:
-            if s != start or len(k) <= best or k[:best + 1] != ids[:best + 1]:
+        for (s, k), a in self._arrays.items():
+            m = min(len(a), len(q))
+            if s != start or m <= best or a[best] != q[best]:  # cannot share more than best
                 continue
-            lo, hi = best + 1, min(len(k), len(ids))  # k[:lo] == ids[:lo]; find the largest such
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if k[:mid] == ids[:mid]:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            best = lo
+            differ = np.flatnonzero(a[:m] != q[:m])
+            best = max(best, int(differ[0]) if len(differ) else m)
         return best
 
     def nbytes(self) -> int:
