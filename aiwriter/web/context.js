@@ -15,6 +15,7 @@ export const clean = (text) => "\n" + text.split("\n").map((l) => l.trim().repla
 // The context for continuing `text` (null without story settings: the text is read as it is)
 export async function assembleContext(text, seed = 0) {
   if (!S.doc || !hasStory()) return null;
+  seed = ((Math.trunc(seed) % 2 ** 31) + 2 ** 31) % 2 ** 31;  // any generation seed; the rolls take 0 to 2^31
   return api("POST", `/api/docs/${S.doc.id}/context`, { text, story: payload(), seed });
 }
 
@@ -31,10 +32,12 @@ const visible = () => { const p = $("pane-context"); return p && !p.hidden; };
 export async function refreshContext() {
   if (!visible() || !S.doc) return;
   const doc = S.doc.id, text = editor.value;
+  // probabilities are rolled with the seed field's value (as 续写 does), or 0 when it is empty
+  const seed = Number.isInteger(Number($("seed").value.trim())) ? Number($("seed").value.trim()) : 0;
   let ctx = null, error = null;
-  try { ctx = await assembleContext(text, 0); } catch (e) { error = e; }
+  try { ctx = await assembleContext(text, seed); } catch (e) { error = e; }
   if (!S.doc || S.doc.id !== doc) return;
-  shown = { ctx, error, text };
+  shown = { ctx, error, text, seed };
   renderContext();
 }
 
@@ -42,7 +45,7 @@ export function renderContext() {
   const box = $("ctx-view");
   if (!box || !shown) return;
   box.replaceChildren();
-  const { ctx, error, text } = shown;
+  const { ctx, error, text, seed } = shown;
   if (error) { box.append(el("p", "error-text", describe(error))); return; }
   if (!ctx) {
     box.append(el("p", "hint", t("ctxNone")));
@@ -78,6 +81,7 @@ export function renderContext() {
   if (!ctx.entries.length) entries.append(el("li", "hint", t("ctxNoEntries")));
   box.append(entries);
   if (ctx.unmatched) box.append(el("p", "hint", t("ctxUnmatched", ctx.unmatched)));
+  if (STORY.data.entries.some((e) => e.enabled && e.probability < 100)) box.append(el("p", "hint", t("ctxSeed", seed)));
   box.append(el("h3", "", t("ctxParts")));
   const parts = el("ol", "ctx-parts");
   parts.id = "ctx-parts";

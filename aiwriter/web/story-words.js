@@ -1,6 +1,6 @@
 // The words of the story panels (设定, 设定集, 上下文), in Chinese and English, added to i18n.js's
 // WORDS so that t() and the data-i18n attributes find them.
-import { WORDS } from "./i18n.js";
+import { addWords } from "./i18n.js";
 
 const zh = {
   tabStory: "设定", tabLorebook: "设定集", tabContext: "上下文",
@@ -28,6 +28,7 @@ const zh = {
   ctxUsed: (used, budget, stable) => `已用 ${used} / ${budget} 字 · 稳定前缀 ${stable} 字（读一次，之后复用）`,
   ctxStory: (from, n) => `正文从第 ${from} 字起，读 ${n} 字`,
   ctxEntries: "触发的条目", ctxNoEntries: "没有条目触发。", ctxUnmatched: (n) => `另有 ${n} 条的关键词不在正文里。`,
+  ctxSeed: (n) => `概率按种子 ${n} 掷（「设置」里的随机种子；空着时续写每次另掷）。`,
   ctxParts: "组成（按顺序）", ctxText: "模型读到的全文", ctxWarnings: "注意",
   ctxStatus: { front: "常驻 · 最前", inserted: "已插入 · 靠近结尾", dropped: "预算不够，没放入", blocked: "没有触发",
                unlucky: "概率没中", error: "出错" },
@@ -61,14 +62,14 @@ const en = {
   ctxUsed: (used, budget, stable) => `${used} / ${budget} chars used · stable prefix ${stable} chars (read once, then reused)`,
   ctxStory: (from, n) => `story: ${n} chars from char ${from}`,
   ctxEntries: "Entries that fired", ctxNoEntries: "No entry fired.", ctxUnmatched: (n) => `${n} more entries: keys not in the text.`,
+  ctxSeed: (n) => `Probabilities rolled with seed ${n} (the seed in Settings; when it is empty, each continuation rolls anew).`,
   ctxParts: "Parts, in order", ctxText: "Everything the model reads", ctxWarnings: "Warnings",
   ctxStatus: { front: "always on · front", inserted: "inserted · near the end", dropped: "over budget, left out", blocked: "did not fire",
                unlucky: "probability missed", error: "error" },
   ctxKinds: { memory: "Memory", constant: "Always-on entry", story: "Story", entry: "Entry", note: "Author's note" },
 };
 
-Object.assign(WORDS.zh, zh);
-Object.assign(WORDS.en, en);
+addWords({ zh, en });
 
 // The library's reports are "中文 / English": the half for the page's language
 export const half = (s, lang) => {
