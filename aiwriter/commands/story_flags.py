@@ -18,8 +18,9 @@ def add_story_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--authors-note", help="作者注：插在结尾前 320 字处 / author's note, inserted 320 chars before the end")
     g.add_argument("--lorebook", help="设定集文件：KoboldAI Lite 存档、NovelAI .lorebook 或本程序的 JSON / lorebook file: "
                                       "a KoboldAI Lite save, a NovelAI .lorebook, or AI-Writer JSON")
-    g.add_argument("--context-budget", type=int, help=f"模型最多读多少字（默认 {DEFAULT_BUDGET:,}）/ the most chars the model "
-                                                      f"reads (default {DEFAULT_BUDGET:,})")  # or the lorebook file's context_budget
+    g.add_argument("--context-budget", type=int, help=f"模型最多读多少字（默认：设定文件的 context_budget，或 {DEFAULT_BUDGET:,}）/ "
+                                                      f"the most chars the model reads (default: the lorebook file's "
+                                                      f"context_budget, else {DEFAULT_BUDGET:,})")
     g.add_argument("--show-context", action="store_true", help="只显示模型将读的全部文字和触发的设定，然后退出 / print exactly "
                                                                "what the model will read and which entries fired, then exit")
 
