@@ -79,3 +79,14 @@ def test_show_context_needs_no_model_and_no_torch(lite):
             "print('RC', rc, 'TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "RC 0 NO-TORCH" in r.stdout and "兰若寺" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_files_context_budget_is_the_default(tmp_path):
+    p = tmp_path / "ours.json"
+    p.write_text(json.dumps({"memory": "宁采臣是书生。", "context_budget": 300}, ensure_ascii=False), encoding="utf-8")
+    opening = "月色昏暗，" * 200
+    r = run_cli(["write", opening, "--lorebook", str(p), "--show-context"])
+    assert r.returncode == 0, r.stderr
+    assert "/ 300 " in r.stdout.split("报告 / report")[1]
+    r = run_cli(["write", opening, "--lorebook", str(p), "--context-budget", "500", "--show-context"])
+    assert "/ 500 " in r.stdout.split("报告 / report")[1]  # the flag wins
