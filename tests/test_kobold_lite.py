@@ -20,14 +20,12 @@ What Lite sends, in short:
   the status popup: GET /api/extra/perf; "logit bias by string": POST /api/extra/tokencount {"prompt", "special"}.
 """
 import json
-import socket
 import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
+from test_server_api import running
 
 from aiwriter.engine import load_model
 from aiwriter.server.app import ServerSettings, create_app
@@ -62,29 +60,10 @@ def lite(tmp_path_factory):
     sends: same-origin requests (Lite served from the server's own address, as KoboldCpp serves it)."""
     model = load_model()  # the embedded default model, as `aiwriter serve` runs it
     app = create_app(ServerSettings(db=str(tmp_path_factory.mktemp("lite") / "docs.db")), model=model, model_name="default")
-    with _serving(app) as url, httpx.Client(base_url=url, timeout=180) as c:
+    with running(app) as url, httpx.Client(base_url=url, timeout=180) as c:
         c.app, c.url = app, url
         c.post_headers = {**GET_HEADERS, "origin": url}
         yield c
-
-
-@contextmanager
-def _serving(app):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def post(c, path, body):

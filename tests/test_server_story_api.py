@@ -1,17 +1,14 @@
 """Issue 15's client features through a real uvicorn: KoboldAI `memory` (read first), the KoboldCpp
 endpoints Kobold Lite calls, and the OpenAI API driven by the official `openai` package."""
 import json
-import socket
-import threading
-import time
 from contextlib import contextmanager
 
 import httpx
 import openai
 import pytest
 import torch
-import uvicorn
 from conftest import CycleNet
+from test_server_api import running
 
 from aiwriter.engine import Model, load_model
 from aiwriter.server.app import ServerSettings, create_app
@@ -31,24 +28,9 @@ def double_model():
 @contextmanager
 def serve(tmp_path, model, name="cycle"):
     app = create_app(ServerSettings(db=str(tmp_path / "docs.db")), model=model, model_name=name)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive()
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        with httpx.Client(base_url=url, timeout=30) as c:
-            c.app, c.url = app, url
-            yield c
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        c.app, c.url = app, url
+        yield c
 
 
 @pytest.fixture(scope="module")
