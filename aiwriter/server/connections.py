@@ -16,8 +16,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 STREAM_BUFFER = 8 * 1024   # bytes the kernel and the event loop each hold for a stream's slow reader
 TRANSPORT = "aiwriter.transport"
 BACKLOG = 128               # connections accepted in one go, before any of them is looked at
-# file descriptors kept free: one accept burst, and the model, the database and the rest
-FDS_KEPT = BACKLOG + 64
+# file descriptors kept free: two accept bursts (the connections closed to make room for one burst are
+# closed by the event loop only on its next turn; on a busy machine a second burst came first and hit
+# EMFILE), and the model, the database and the rest
+FDS_KEPT = 2 * BACKLOG + 64
 KEEP_ALIVE = 5              # seconds an idle keep-alive connection stays open
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers; more is a 400
 
