@@ -33,6 +33,21 @@ print(json.dumps({"codes": codes, "seconds": time.perf_counter() - t0,
 """ % (HEAVY,)
 
 
+def _capture_serve(monkeypatch) -> dict:
+    """`aiwriter serve` builds its app but does not serve: the app lands in the returned dict."""
+    import uvicorn
+
+    served = {}
+
+    def fake_run(server, sockets=None):
+        served["app"] = server.config.app
+        for s in sockets:
+            s.close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    return served
+
+
 def test_help_and_argument_errors_do_not_import_torch():
     argvs = [["--help"], [], ["write", "--bogus"], ["train"], ["eval", "--text"], ["serve", "--port", "x"],
              ["bench", "--threads", "two"], ["export-onnx"], ["nosuch"]]
@@ -104,7 +119,6 @@ def test_train_flags_match_train_settings():
 
 def test_serve_backend_onnx_serves_an_onnx_model(tmp_path, monkeypatch, capsys):
     import torch
-    import uvicorn
 
     from aiwriter.models.rwkv7 import RWKV7
     from test_onnx import V, _vocab
@@ -112,14 +126,7 @@ def test_serve_backend_onnx_serves_an_onnx_model(tmp_path, monkeypatch, capsys):
     path = tmp_path / "model.pth"
     torch.save(RWKV7.random_weights(V, 1, 32, 32, seed=3), path)
     _vocab(tmp_path / "model.json")
-    served = {}
-
-    def fake_run(server, sockets=None):
-        served["app"] = server.config.app
-        for s in sockets:
-            s.close()
-
-    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    served = _capture_serve(monkeypatch)
     monkeypatch.setenv("AIWRITER_CACHE", str(tmp_path / "cache"))
     argv = ["serve", "--model", str(path), "--backend", "onnx", "--port", "0", "--no-browser", "--db", str(tmp_path / "d.db")]
     assert main(argv) == 0
@@ -140,8 +147,6 @@ def test_serve_offers_the_models_folder_by_default(tmp_path, monkeypatch):
     in the page's picker, with the states folder beside it; --model takes a name found there."""
     import shutil
 
-    import uvicorn
-
     fixtures = Path(__file__).parent / "fixtures"
     models = tmp_path / "data" / "models"
     models.mkdir(parents=True)
@@ -150,14 +155,7 @@ def test_serve_offers_the_models_folder_by_default(tmp_path, monkeypatch):
     shutil.copy(fixtures / "aiwriter-v1-tiny.pth", models / "other.pth")
     shutil.copy(fixtures / "aiwriter-v1-vocab.json", models / "other.json")
     monkeypatch.setenv("AIWRITER_MODELS", str(models))
-    served = {}
-
-    def fake_run(server, sockets=None):
-        served["app"] = server.config.app
-        for s in sockets:
-            s.close()
-
-    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    served = _capture_serve(monkeypatch)
     assert main(["serve", "--model", "tiny.pth", "--port", "0", "--no-browser", "--db", str(tmp_path / "d.db")]) == 0
     app = served["app"]
     try:
