@@ -287,6 +287,7 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
     cached = None  # int4: the mapped cache file whose tensors the module will view
     if name == "int4":
         from aiwriter.speed.int4 import CacheData, Int4Linear, cache_entry
+        from aiwriter.speed.int4 import _trim as trim
 
         entry = cache_entry(wf.path)
         if entry.is_file() and Path(str(entry) + ".data").is_file():
@@ -321,6 +322,12 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
         progress.update(t.numel() * t.element_size())
         return t.reshape(like.shape).to(first.get(tname, like.dtype)).to(device=dev, dtype=like.dtype)
 
+    def raw(tname: str, like: torch.Tensor) -> torch.Tensor:
+        """The tensor in the file's dtype (converting is left to the caller)."""
+        t = wf[tname]
+        progress.update(t.numel() * t.element_size())
+        return t.reshape(like.shape)
+
     try:
         # names only: a list of the modules themselves would keep every replaced Linear (and its
         # float weight) alive until the end
@@ -334,7 +341,10 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
                     progress.update(sum(wf.meta(n).numel() * wf.meta(n).element_size() for n in wf_names))
                 else:
                     bias = read(prefix + "bias", module.bias) if module.bias is not None else None
-                    new = Int4Linear.from_weight(read(prefix + "weight", module.weight), bias)
+                    # the file's own dtype: rows become float32 a slice at a time while quantized
+                    # (a float32 copy of a 65536-row head would be the load's peak)
+                    new = Int4Linear.from_weight(raw(prefix + "weight", module.weight), bias)
+                    trim()  # glibc keeps the freed float temporaries of quantizing: 3.2 -> 2.x GB peak at 1.5B
                 net.set_submodule(mname, new)
                 continue
             for pname, p in list(module._parameters.items()):

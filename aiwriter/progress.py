@@ -113,3 +113,30 @@ def progress(total=None, desc: str = "", unit: str = "it", *, file: TextIO | Non
             interval = PLAIN_INTERVAL
     keep = {k: v for k, v in tqdm_kw.items() if k in ("initial", "unit_scale", "clock")}
     return PlainProgress(total=total, desc=desc, unit=unit, file=file, interval=interval, disable=disable, **keep)
+
+
+class PositionBar:
+    """A bar fed with (done, total) positions, as callbacks report them (Writer.read's): made on
+    the first call, when the total is known; on a terminal it shows only past `delay` seconds, so
+    short work prints nothing."""
+
+    def __init__(self, desc: str, unit: str = "it", delay: float = 2.0, file: TextIO | None = None):
+        self.desc, self.unit, self.delay, self.file = desc, unit, delay, file
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress(total=total, desc=self.desc, unit=self.unit, file=self.file, delay=self.delay,
+                                leave=False, initial=done)
+        elif done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -64,6 +64,8 @@ class Writer:
         the model's own start; later reads of text that extends it start from the cached state,
         in memory or on disk."""
         task = self.start_reading(opening, clean, start)
+        if progress:
+            progress(task.pos, len(task.ids))  # before the first chunk: where the cached prefix ends
         while not task.done:
             task.advance()
             if progress:

@@ -175,6 +175,24 @@ def test_int4_weights_identical_in_both_engines(tmp_path):
             assert raw == buffers[key.removeprefix("net.")].numpy().tobytes(), key
 
 
+def test_bf16_file_quantized_from_its_own_values(tmp_path):
+    """A bf16 file (as released models are) is quantized a slice of rows at a time from its own
+    dtype: the blocks are exactly those of its values as float32 (no float32 copy of a whole
+    matrix is made first, which at 1.5B was the first load's peak)."""
+    from safetensors.torch import save_file
+
+    w = {k: v.to(torch.bfloat16).contiguous() for k, v in RWKV7.random_weights(V, 2, 64, 32, seed=3).items()}
+    path = tmp_path / "m.safetensors"
+    save_file(w, str(path))
+    _model_file(tmp_path)  # its vocab, m.json
+    m = aiwriter.load_model(path, vocab=tmp_path / "m.json", dtype="int4")
+    layers = {n: l for n, l in m.net.torch_net.named_modules() if isinstance(l, int4.Int4Linear)}
+    assert "head" in layers
+    for name, layer in layers.items():
+        packed, scales, _ = int4_blocks.quantize_blocks(w[name + ".weight"].float().T)
+        assert torch.equal(layer.packed, packed) and torch.equal(layer.scales, scales), name
+
+
 def test_cache_reused_rebuilt_and_optional(tmp_path, cache, monkeypatch):
     path = _model_file(tmp_path, RWKV4)
     first = aiwriter.load_model(path, dtype="int4")

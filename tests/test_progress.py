@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import random
 
-from aiwriter.progress import Every, PlainProgress, progress
+from aiwriter.progress import Every, PlainProgress, PositionBar, progress
 
 
 class FakeClock:
@@ -116,3 +116,23 @@ def test_eval_in_a_pipe_prints_lines_not_carriage_returns(tmp_path):
     assert "\r" not in r.stderr
     lines = [line for line in r.stderr.splitlines() if line.startswith("评测 / eval:")]
     assert len(lines) >= 5 and "k char (100%)" in lines[-1], r.stderr
+
+
+def test_position_bar_starts_where_the_first_call_says_and_ends_at_the_total(monkeypatch):
+    monkeypatch.setenv("AIWRITER_PROGRESS_INTERVAL", "0")
+    out = io.StringIO()
+    with PositionBar("读入开头 / reading the opening", unit="token", file=out) as bar:
+        bar(1000, 5000)   # 1,000 ids came from a cache
+        bar(3048, 5000)
+        bar(5000, 5000)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("读入开头 / reading the opening: 3048/5000 token (61%)")
+    assert lines[-1].startswith("读入开头 / reading the opening: 5000/5000 token (100%)")
+    assert bar.bar.n == 5000
+
+
+def test_position_bar_never_called_prints_nothing():
+    out = io.StringIO()
+    with PositionBar("x", file=out):
+        pass
+    assert out.getvalue() == ""

@@ -49,6 +49,21 @@ def test_prefix_cache_reads_only_the_new_part(cycle_model):
     assert net.calls == []  # exact hit
 
 
+def test_read_reports_progress_from_the_cached_prefix_to_the_end(cycle_model, monkeypatch):
+    import aiwriter.writer as W
+
+    monkeypatch.setattr(W, "PREFILL_CHUNK", 4)
+    w = Writer(cycle_model)
+    w.read("甲乙丙。甲乙")
+    seen = []
+    w.read("甲乙丙。甲乙丙。甲乙丙。甲", progress=lambda done, total: seen.append((done, total)))
+    total = len("\n甲乙丙。甲乙丙。甲乙丙。甲")
+    # first call before any chunk: where the cached text ends; then every chunk; last: all read
+    assert seen[0] == (len("\n甲乙丙。甲乙"), total)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (total, total)
+    assert len(seen) >= 3
+
+
 def test_text_with_a_note_inserted_near_the_end_reads_only_from_where_it_parts(cycle_model):
     """An author's note (or a lorebook entry) a few hundred chars before the end: each new text
     parts from the one before at about that place. The state kept there is reused next time."""

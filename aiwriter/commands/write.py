@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiwriter.commands.common import add_model_flags, check_backend, check_threads, check_vocab, model_loader, resolve_model
 from aiwriter.errors import AIWriterError
+from aiwriter.progress import PositionBar
 from aiwriter.sampling_settings import FIELDS
 from aiwriter.settings import WriteConfig, load_write_config
 from aiwriter.commands.story_flags import add_story_arguments, show_context, story_context
@@ -185,7 +186,8 @@ def run(args) -> int:
 
         disk = DiskStateCache(model)
     writer = Writer(model, disk=disk)
-    reading = writer.read(opening, start=start)
+    with PositionBar("读入开头 / reading the opening", unit="token") as bar:
+        reading = writer.read(opening, start=start, progress=bar)
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
     gen = torch.Generator(device=model.device).manual_seed(seed)
     print(
