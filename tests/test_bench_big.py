@@ -20,3 +20,22 @@ def test_bench_model_measures_loads_decode_and_bandwidth(tmp_path):
     assert len(list((tmp_path / "c").glob("*.int4.onnx"))) == 1  # the first load wrote it, the later one read it
     text = bench_big.table(res)
     assert "| int4 |" in text and "| fp32 |" in text and "GB/s" in text
+
+
+def test_random_checkpoint_streams_the_same_weights_as_random_weights(tmp_path):
+    """benchmarks/random_checkpoint.py writes a .safetensors tensor by tensor (for 7B shapes);
+    the file holds exactly RWKV7.random_weights in bf16."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    out = tmp_path / "r.safetensors"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "random_checkpoint.py"
+    subprocess.run([sys.executable, str(script), str(out), "--layers", "2", "--embd", "128", "--vocab", "300",
+                    "--seed", "4"], check=True, capture_output=True)
+    got, want = load_file(str(out)), RWKV7.random_weights(300, 2, 128, 64, seed=4)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k].dtype == torch.bfloat16 and torch.equal(got[k], want[k].bfloat16()), k

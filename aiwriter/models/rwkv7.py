@@ -289,6 +289,12 @@ class RWKV7(nn.Module):
                        seed: int = 0) -> dict[str, torch.Tensor]:
         """Random weights in the official layout, scaled so activations stay O(1) and every part of
         the layer matters (for tests and benchmarks; not a training init)."""
+        return dict(cls.iter_random_weights(vocab_size, n_layer, n_embd, head_size, seed))
+
+    @classmethod
+    def iter_random_weights(cls, vocab_size: int, n_layer: int, n_embd: int, head_size: int = 64, seed: int = 0):
+        """random_weights one (name, float32 tensor) at a time, so a 7B shape can be written
+        without holding it all."""
         with torch.device("meta"):
             model = cls(vocab_size, n_layer, n_embd, head_size)
         gen = torch.Generator().manual_seed(seed)
@@ -300,7 +306,6 @@ class RWKV7(nn.Module):
         def randn(*shape):
             return torch.randn(*shape, generator=gen)
 
-        out = {}
         for n, p in model.state_dict().items():
             s, leaf = p.shape, n.rsplit(".", 1)[-1]
             if n.endswith(("ln0.weight", "ln1.weight", "ln2.weight", "ln_out.weight", "ln_x.weight")):
@@ -327,8 +332,7 @@ class RWKV7(nn.Module):
                 t = randn(*s)
             else:                                      # Linear weights [out, in]
                 t = randn(*s) / math.sqrt(s[1])
-            out[n] = t.float()
-        return out
+            yield n, t.float()
 
     @classmethod
     def init_weights(cls, vocab_size: int, n_layer: int, n_embd: int, head_size: int = 64,
