@@ -329,3 +329,28 @@ def test_export_onnx_int4_file_runs_alone(tmp_path):
     state = mode.forward([1, 2, 3])[1]
     torch.testing.assert_close(alone.forward_batch([9], state)[0], mode.forward_batch([9], state)[0], rtol=0, atol=0)
     assert sorted(p.name for p in out.parent.iterdir()) == ["step4.json", "step4.onnx", "step4.onnx.data"]
+
+
+def test_ort_threads_setting(tmp_path, cache, monkeypatch):
+    """AIWRITER_ORT_THREADS sizes the decoding session's pool (more threads than cores decoded the
+    1.5B step faster on a busy 2-core machine); the logits do not depend on it; a bad value is
+    refused before any cache file is touched."""
+    path = _model_file(tmp_path)
+    m = aiwriter.load_model(path, dtype="int4")
+    assert m.net.onnx_net.threads == torch.get_num_threads()
+    monkeypatch.setenv("AIWRITER_ORT_THREADS", "3")
+    m3 = aiwriter.load_model(path, dtype="int4")
+    assert m3.net.onnx_net.threads == 3
+    ids = [5, 7, 9, 11]
+    la, sa = m.forward([1])
+    lb, sb = m3.forward([1])
+    for t in ids:
+        la, sa = m.forward([t], sa)
+        lb, sb = m3.forward([t], sb)
+        assert (la - lb).abs().max().item() <= 1e-5 * la.abs().max().item()
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir())
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("AIWRITER_ORT_THREADS", bad)
+        with pytest.raises(AIWriterError, match="AIWRITER_ORT_THREADS"):
+            aiwriter.load_model(path, dtype="int4")
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir()) == files

@@ -427,8 +427,9 @@ def _optimized_session(onnx_path: Path):
 
 
 def open_int4(net: nn.Module, onnx_path: Path, optimize: bool = True) -> Int4Net:
-    from aiwriter.speed.onnx_runtime import OnnxNet
+    from aiwriter.speed.onnx_runtime import OnnxNet, ort_threads
 
+    ort_threads()  # a bad AIWRITER_ORT_THREADS is refused here, before any cache file is touched
     onnx_net = _optimized_session(onnx_path) if optimize else OnnxNet(onnx_path)
     return Int4Net(net, onnx_net)
 
@@ -450,7 +451,9 @@ def to_int4(net: nn.Module, path: Path | None, rebuild: bool = False, progress=N
     (or if `rebuild`). progress: a callable(total, desc) giving a progress bar (update,
     set_postfix_str, close) shown while the entry is prepared."""
     from aiwriter.speed.onnx_export import SUPPORTED
+    from aiwriter.speed.onnx_runtime import ort_threads
 
+    ort_threads()  # a bad AIWRITER_ORT_THREADS is refused before the (long) first preparation
     if net.family not in SUPPORTED:
         raise AIWriterError(f"int4 只支持 RWKV-4/5/6/7 模型，这是 {net.family}",
                             f"int4 supports RWKV-4/5/6/7 models only; this is {net.family}")

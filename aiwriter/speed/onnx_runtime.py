@@ -14,6 +14,10 @@ variable AIWRITER_ORT_PROVIDERS="OpenVINOExecutionProvider,CPUExecutionProvider"
 
 A prompt is read one step at a time (the exported graph is one RNN step), so prefill runs at the
 decode rate; reading long openings is faster with the PyTorch backend.
+
+Threads: onnxruntime's intra-op pool has torch's thread count unless AIWRITER_ORT_THREADS says
+otherwise (on a 2-core machine shared with other busy processes, 4 threads decoded the 1.5B int4
+step 1.3x faster than 2; see docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -53,6 +57,22 @@ def pick_providers(available: list[str]) -> list[str]:
     return [p for p in PREFERENCE if p in available] or ["CPUExecutionProvider"]
 
 
+def ort_threads() -> int:
+    """onnxruntime's intra-op threads: $AIWRITER_ORT_THREADS, else torch's thread count (one knob
+    for both runtimes)."""
+    text = os.environ.get("AIWRITER_ORT_THREADS", "").strip()
+    if not text:
+        return torch.get_num_threads()
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise AIWriterError(f"AIWRITER_ORT_THREADS 应为正整数，而不是 {text!r}",
+                            f"AIWRITER_ORT_THREADS must be a positive integer, not {text!r}")
+    return n
+
+
 class OnnxNet:
     """The family contract (family, vocab_size, ctx_len, new_state, __call__) over an ONNX step."""
 
@@ -70,7 +90,7 @@ class OnnxNet:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if optimized
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-        opts.intra_op_num_threads = torch.get_num_threads()  # one knob for both runtimes
+        self.threads = opts.intra_op_num_threads = ort_threads()
         if os.environ.get("OMP_WAIT_POLICY", "").upper() != "ACTIVE":
             # waiting threads sleep, as torch's do (importing aiwriter asks for PASSIVE): with any
             # other load on the cores, spinning threads halved the 1.5B int4 decode (3.7-6.0 vs
