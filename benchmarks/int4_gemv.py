@@ -17,6 +17,7 @@ Candidates:
   ort b{32,64,128,256} a{1,4}  onnxruntime MatMulNBits (symmetric 4-bit, block size, accuracy level;
                                level 4 = int8 activations and products), prepacked, threads not spinning
   ort ... spin                 the same with spinning threads (onnxruntime's default)
+  ort ... 1 thread / 2N threads  the same with one thread / twice --threads (the int4 mode's choice for big models)
   torch4 g{32,128} fp32|bf16   torch.ops.aten._weight_int4pack_mm_for_cpu (torch's CPU int4 kernel)
   torch4dyn g128               torch.ops.aten._dyn_quant_matmul_4bit (KleidiAI on Arm; elsewhere its fallback)
   torch8 fp32                  torch.ops.aten._weight_int8pack_mm (int8 weights, per-channel scales)
@@ -163,6 +164,7 @@ def candidates(only: set[str] | None, threads: int):
         out.append((f"ort b{block} a1", "ort", lambda N, K, b=block: ort_nbits(N, K, b, 1, threads, False)))
     out.append(("ort b128 a4 spin", "ort", lambda N, K: ort_nbits(N, K, 128, 4, threads, True)))
     out.append(("ort b128 a4 1 thread", "ort", lambda N, K: ort_nbits(N, K, 128, 4, 1, False)))
+    out.append((f"ort b128 a4 {2 * threads} threads", "ort", lambda N, K: ort_nbits(N, K, 128, 4, 2 * threads, False)))
     for group in (32, 128):
         for dt, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
             out.append((f"torch4 g{group} {name}", "torch4", lambda N, K, g=group, d=dt: torch_int4(N, K, g, d)))

@@ -332,9 +332,8 @@ def test_export_onnx_int4_file_runs_alone(tmp_path):
 
 
 def test_ort_threads_setting(tmp_path, cache, monkeypatch):
-    """AIWRITER_ORT_THREADS sizes the decoding session's pool (more threads than cores decoded the
-    1.5B step faster on a busy 2-core machine); the logits do not depend on it; a bad value is
-    refused before any cache file is touched."""
+    """AIWRITER_ORT_THREADS sizes the decoding session's pool (default: torch's thread count); the
+    logits do not depend on it; a bad value is refused before any cache file is touched."""
     path = _model_file(tmp_path)
     m = aiwriter.load_model(path, dtype="int4")
     assert m.net.onnx_net.threads == torch.get_num_threads()
@@ -355,23 +354,3 @@ def test_ort_threads_setting(tmp_path, cache, monkeypatch):
             aiwriter.load_model(path, dtype="int4")
     assert sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir()) == files
 
-
-def test_big_models_decode_with_two_threads_a_core(tmp_path, cache, monkeypatch):
-    """Modules with BIG_DECODE 4-bit weights or more get twice torch's threads in the decoding
-    session (unless AIWRITER_ORT_THREADS says otherwise); smaller ones torch's count."""
-    path = _model_file(tmp_path)
-    small = aiwriter.load_model(path, dtype="int4")
-    weights = sum(m.in_features * m.out_features for m in small.net.torch_net.modules()
-                  if isinstance(m, int4.Int4Linear))
-    assert small.net.onnx_net.threads == torch.get_num_threads()
-    monkeypatch.setattr(int4, "BIG_DECODE", weights)
-    big = aiwriter.load_model(path, dtype="int4")
-    assert big.net.onnx_net.threads == 2 * torch.get_num_threads()
-    la, sa = small.forward([3, 4])
-    lb, sb = big.forward([3, 4])
-    for t in (5, 6, 7):
-        la, sa = small.forward([t], sa)
-        lb, sb = big.forward([t], sb)
-        assert (la - lb).abs().max().item() <= 1e-5 * la.abs().max().item()
-    monkeypatch.setenv("AIWRITER_ORT_THREADS", "1")
-    assert aiwriter.load_model(path, dtype="int4").net.onnx_net.threads == 1

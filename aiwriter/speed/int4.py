@@ -13,8 +13,8 @@ Two engines, one set of 4-bit values:
   accuracy_level 4): onnxruntime's per-node overhead is far below PyTorch's per-op overhead and
   its 4-bit kernels stream the weights at the memory's speed (benchmarks/int4_gemv.py, AVX2 EPYC,
   one row: MatMulNBits 21-24 GB/s where torch.sum read 20-34; torch's own int4 CPU kernel,
-  _weight_int4pack_mm_for_cpu, 0.2-0.8 GB/s with float32 activations, 7-9 with bf16). Big models
-  (BIG_DECODE) get two onnxruntime threads per torch thread; AIWRITER_ORT_THREADS sets the count;
+  _weight_int4pack_mm_for_cpu, 0.2-0.8 GB/s with float32 activations, 7-9 with bf16);
+  onnxruntime's threads: torch's count, or AIWRITER_ORT_THREADS;
 - several tokens (reading an opening) or all logits run the PyTorch module: each Int4Linear
   unpacks its blocks (a slice of rows at a time) and multiplies in float32 (bf16 where oneDNN has
   native bf16), so prompts get PyTorch's parallel GEMMs.
@@ -53,13 +53,6 @@ from aiwriter.speed.int4_blocks import BLOCK, extreme_values
 SCHEME = "int4-sym-b128-v3"  # changes whenever the quantization or the graph does (cache key)
 ALIGN = 64 * 1024  # offsets of the tensors in the .data file
 ROWS = 4096  # output rows quantized / unpacked at a time (bounds the temporaries of a big head)
-# 4-bit weights from which the decoding session gets two onnxruntime threads per torch thread: at
-# the RWKV-7 1.5B shape (1.34e9) on a 2-core AVX2 EPYC shared with other busy processes, 4 threads
-# decoded 9.4 tok/s against 7.2 with 2 (1.3x; the 0.1B shapes gained nothing: their step is
-# small ops, and 4 threads were 0-10 % slower there). With threads that sleep while they wait, the
-# extra ones cost little when the cores are free, and they split each big product finer and take a
-# fairer share of cores that other processes also want.
-BIG_DECODE = 1_000_000_000
 
 
 def _quantize_rows(W: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,15 +395,6 @@ def optimized_entry(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + f".{cpu_key()}.ort.onnx")
 
 
-def decode_threads(net: nn.Module) -> int:
-    """onnxruntime threads of the decoding session: $AIWRITER_ORT_THREADS, else torch's thread
-    count, doubled for a module with at least BIG_DECODE 4-bit weights."""
-    from aiwriter.speed.onnx_runtime import ort_threads
-
-    weights = sum(m.in_features * m.out_features for m in net.modules() if isinstance(m, Int4Linear))
-    return ort_threads(torch.get_num_threads() * (2 if weights >= BIG_DECODE else 1))
-
-
 def _optimized_session(onnx_path: Path, threads: int | None = None):
     """The decoding session of a cache entry: from its optimized, prepacked form when present
     (mapped from disk: a later load neither optimizes nor packs, and the packed weights are
@@ -445,9 +429,9 @@ def _optimized_session(onnx_path: Path, threads: int | None = None):
 
 
 def open_int4(net: nn.Module, onnx_path: Path, optimize: bool = True) -> Int4Net:
-    from aiwriter.speed.onnx_runtime import OnnxNet
+    from aiwriter.speed.onnx_runtime import OnnxNet, ort_threads
 
-    threads = decode_threads(net)  # a bad AIWRITER_ORT_THREADS is refused here, before any cache file is touched
+    threads = ort_threads()  # a bad AIWRITER_ORT_THREADS is refused here, before any cache file is touched
     onnx_net = _optimized_session(onnx_path, threads) if optimize else OnnxNet(onnx_path, threads=threads)
     return Int4Net(net, onnx_net)
 

@@ -15,8 +15,9 @@ variable AIWRITER_ORT_PROVIDERS="OpenVINOExecutionProvider,CPUExecutionProvider"
 A prompt is read one step at a time (the exported graph is one RNN step), so prefill runs at the
 decode rate; reading long openings is faster with the PyTorch backend.
 
-Threads: onnxruntime's intra-op pool has torch's thread count (the int4 mode doubles it for big
-models, speed/int4.py) unless AIWRITER_ORT_THREADS says otherwise.
+Threads: onnxruntime's intra-op pool has torch's thread count unless AIWRITER_ORT_THREADS says
+otherwise (on the busy 2-core EPYC of docs/benchmarks.md, 4 threads decoded the 1.5B int4 step
+1.3x faster than 2 in one half hour and 0.86x in the next: not a default).
 """
 from __future__ import annotations
 
