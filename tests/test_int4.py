@@ -354,3 +354,26 @@ def test_ort_threads_setting(tmp_path, cache, monkeypatch):
             aiwriter.load_model(path, dtype="int4")
     assert sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir()) == files
 
+
+
+def test_short_openings_are_read_by_the_decoding_step(tmp_path, monkeypatch):
+    """Up to Int4Net.STEPWISE ids are read one at a time by onnxruntime's step (the PyTorch side
+    would unpack every matrix for them): the same logits and state as stepping by hand; longer
+    openings (and all-logits calls) go to the PyTorch side."""
+    path = _model_file(tmp_path, RWKV7)
+    m = aiwriter.load_model(path, dtype="int4")
+    calls = []
+    real = m.net.torch_net.forward
+    monkeypatch.setattr(m.net.torch_net, "forward", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    ids = [3, 1, 4, 1, 5, 9, 2]
+    logits, state = m.forward(ids)
+    assert calls == []
+    s = m.new_state()
+    for i in ids:
+        step, s = m.forward_batch([i], s)
+    torch.testing.assert_close(logits, step[0], rtol=0, atol=0)
+    for k in s.data:
+        torch.testing.assert_close(state.data[k], s.data[k], rtol=0, atol=0)
+    long_ids = list(range(2, 2 + int4.Int4Net.STEPWISE + 1))
+    m.forward(long_ids)
+    assert calls == [(1, len(long_ids))]
