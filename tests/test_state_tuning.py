@@ -75,6 +75,7 @@ def test_cli_state_only_writes_a_runner_state_file(tmp_path, capsys):
                  "--eval-chars", "64", "--no-progress"]) == 0
     report = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
     assert report["batch_size"] == 8 and report["average_from"] == 0.5
+    assert report["lr"] == StateTuning.lr == 0.25 and report["lr_final"] == 0.01  # the default --state-lr, 1/25 of it
     assert main(["train", "--state-only", "--init", str(aiwriter.DEFAULT_MODEL), "--data", str(data),
                  "--out", str(tmp_path / "x")]) == 2
     assert "--out" in capsys.readouterr().err

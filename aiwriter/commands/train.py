@@ -74,8 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="只训练 --init 模型的初始状态，写出 RWKV-Runner 能读的状态文件 --out（.pth 或 .safetensors）/ "
                         "train only the initial state of the --init model (RWKV-5/6/7) and write a state file --out "
                         "(.pth or .safetensors) that RWKV-Runner loads")
-    g.add_argument("--state-lr", type=float, default=0.5, help="--state-only 的最大学习率（默认 0.5，--lr-final 默认其 1/25）/ "
-                                                              "peak learning rate with --state-only (default 0.5; --lr-final defaults to 1/25 of it)")
+    g.add_argument("--state-lr", type=float, default=0.25,
+                   help="--state-only 的最大学习率（默认 0.25，--lr-final 默认其 1/25）/ "
+                        "peak learning rate with --state-only (default 0.25; --lr-final defaults to 1/25 of it)")
     g.add_argument("--state-average-from", type=float, default=1.0,
                    help="--state-only 从训练进度的这个比例起（如 0.5），对状态取平均作为结果（默认 1：不平均；实测没有帮助）/ with "
                         "--state-only, the result is the average of the states from this fraction of the run on, e.g. 0.5 "
