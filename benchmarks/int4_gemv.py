@@ -36,21 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from aiwriter.bench_big import bandwidth_gbs
+
 TARGET_BYTES = 320 * 2**20  # the R copies together: 10x the 32 MB L3 of the EPYC this was written on
 PASSES = 5
-
-
-def bandwidth_gbs(mb: int = 1024, repeats: int = 5) -> float:
-    """Best of `repeats` torch.sum passes over `mb` MB of float32 (torch's threads)."""
-    x = torch.ones(mb * 2**20 // 4)
-    x.sum()
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        x.sum()
-        best = max(best, x.numel() * 4 / (time.perf_counter() - t) / 1e9)
-    del x
-    return best
 
 
 def copies(nbytes: int) -> int:
