@@ -287,7 +287,6 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
     cached = None  # int4: the mapped cache file whose tensors the module will view
     if name == "int4":
         from aiwriter.speed.int4 import CacheData, Int4Linear, cache_entry
-        from aiwriter.speed.int4 import _trim as trim
 
         entry = cache_entry(wf.path)
         if entry.is_file() and Path(str(entry) + ".data").is_file():
@@ -316,17 +315,15 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
         progress.update(t.numel() * t.element_size())
         return True
 
-    def read(tname: str, like: torch.Tensor) -> torch.Tensor:
-        """The tensor as the eager path made it: from_weights' dtype, then net.to(target)'s."""
-        t = wf[tname]
-        progress.update(t.numel() * t.element_size())
-        return t.reshape(like.shape).to(first.get(tname, like.dtype)).to(device=dev, dtype=like.dtype)
-
     def raw(tname: str, like: torch.Tensor) -> torch.Tensor:
         """The tensor in the file's dtype (converting is left to the caller)."""
         t = wf[tname]
         progress.update(t.numel() * t.element_size())
         return t.reshape(like.shape)
+
+    def read(tname: str, like: torch.Tensor) -> torch.Tensor:
+        """The tensor as the eager path made it: from_weights' dtype, then net.to(target)'s."""
+        return raw(tname, like).to(first.get(tname, like.dtype)).to(device=dev, dtype=like.dtype)
 
     try:
         # names only: a list of the modules themselves would keep every replaced Linear (and its
@@ -344,7 +341,6 @@ def _build_streaming(wf: WeightFile, family: str, name: str, dev: torch.device):
                     # the file's own dtype: rows become float32 a slice at a time while quantized
                     # (a float32 copy of a 65536-row head would be the load's peak)
                     new = Int4Linear.from_weight(raw(prefix + "weight", module.weight), bias)
-                    trim()  # glibc keeps the freed float temporaries of quantizing: 3.2 -> 2.x GB peak at 1.5B
                 net.set_submodule(mname, new)
                 continue
             for pname, p in list(module._parameters.items()):

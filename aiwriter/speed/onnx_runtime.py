@@ -57,12 +57,12 @@ def pick_providers(available: list[str]) -> list[str]:
     return [p for p in PREFERENCE if p in available] or ["CPUExecutionProvider"]
 
 
-def ort_threads(default: int | None = None) -> int:
-    """onnxruntime's intra-op threads: $AIWRITER_ORT_THREADS, else `default`, else torch's thread
-    count (one knob for both runtimes)."""
+def ort_threads() -> int:
+    """onnxruntime's intra-op threads: $AIWRITER_ORT_THREADS, else torch's thread count (one knob
+    for both runtimes)."""
     text = os.environ.get("AIWRITER_ORT_THREADS", "").strip()
     if not text:
-        return default or torch.get_num_threads()
+        return torch.get_num_threads()
     try:
         n = int(text)
     except ValueError:
@@ -79,9 +79,8 @@ class OnnxNet:
     ctx_len = None
 
     def __init__(self, path: Path, providers: list[str] | None = None, save_optimized: Path | None = None,
-                 save_data_name: str | None = None, optimized: bool = False, threads: int | None = None):
-        """threads: the intra-op pool's size when AIWRITER_ORT_THREADS is not set (default torch's
-        thread count); save_optimized: also write the graph as onnxruntime optimized it, with its prepacked
+                 save_data_name: str | None = None, optimized: bool = False):
+        """save_optimized: also write the graph as onnxruntime optimized it, with its prepacked
         weights, to this file (its tensors into `save_data_name` beside it, default the file's
         name + .data); optimized: `path` is such a file (no optimizer pass, the prepacked weights
         are mapped from its .data instead of being packed again)."""
@@ -91,7 +90,7 @@ class OnnxNet:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if optimized
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-        self.threads = opts.intra_op_num_threads = ort_threads(threads)
+        self.threads = opts.intra_op_num_threads = ort_threads()
         if os.environ.get("OMP_WAIT_POLICY", "").upper() != "ACTIVE":
             # waiting threads sleep, as torch's do (importing aiwriter asks for PASSIVE): with any
             # other load on the cores, spinning threads halved the 1.5B int4 decode (3.7-6.0 vs
