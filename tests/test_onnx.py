@@ -150,3 +150,16 @@ def test_onnx_rwkv5_rwkv6(family, tmp_path):
     _close(a, b, "logits")
     for name in sa.data:
         _close(sa.data[name], sb.data[name], f"state {name}")
+
+
+def test_exported_step_has_no_shape_arithmetic(pair, tmp_path):
+    """RWKV-4/7 export their lean one-token step: every view says -1 for the batch, so the graph
+    computes no shapes (the step of the family's forward had a Shape, Gather, Unsqueeze, Concat
+    chain per view and an If per layer: a third more nodes, each a cost per token)."""
+    import onnx
+
+    _, path = pair
+    out = export_onnx(aiwriter.load_model(path).net, tmp_path / "step.onnx")
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert not {"Shape", "If", "Expand"} & set(ops), sorted(set(ops))
+    assert "MatMul" in ops

@@ -41,15 +41,30 @@ def lora_dims(n_embd: int) -> dict[str, int]:
 # The WKV recurrence. Inputs [B, T, H, N] float32, state [B, H, N, N] float32; returns y [B, T, H, N]
 # and the new state. Pure functions of their arguments, differentiable, nothing mutated.
 
+def wkv7_step(S, r, w, k, v, a, b):
+    """One position: S [..., N, N]; r, v, a as columns [..., N, 1], w (the decay itself, not its
+    log), k, b as rows [..., 1, N]; returns the column y = S r and the new S. The two rank-1
+    updates (S a) b^T + v k^T are one rank-2 product: a pass over the state fewer, which is what
+    a one-token step spends its time on besides the weights."""
+    S = S * w + torch.cat([S @ a, v], -1) @ torch.cat([b, k], -2)
+    return S @ r, S
+
+
 def wkv7_scan(S, r, logw, k, v, a, b):
     """Reference form: one position at a time."""
     ys = []
     for t in range(r.shape[1]):
-        S = (S * logw[:, t].exp().unsqueeze(-2)
-             + (S @ a[:, t].unsqueeze(-1)) @ b[:, t].unsqueeze(-2)
-             + v[:, t].unsqueeze(-1) @ k[:, t].unsqueeze(-2))
-        ys.append((S @ r[:, t].unsqueeze(-1)).squeeze(-1))
+        col, row = (lambda x: x[:, t].unsqueeze(-1)), (lambda x: x[:, t].unsqueeze(-2))
+        y, S = wkv7_step(S, col(r), row(logw).exp(), row(k), col(v), col(a), row(b))
+        ys.append(y.squeeze(-1))
     return torch.stack(ys, 1), S
+
+
+def head_norm(y, N: int, weight, bias):
+    """ln_x: each head's N channels normalized on their own (GroupNorm with H groups, as a
+    layer norm over the last axis of y [..., H, N], which exports without shape arithmetic),
+    then the per-channel affine (weight, bias [H, N])."""
+    return F.layer_norm(y, (N,), eps=LN_X_EPS) * weight + bias
 
 
 def wkv7_chunked(S, r, logw, k, v, a, b, chunk: int = 32):
@@ -168,10 +183,9 @@ class TimeMix(nn.Module):
             else:
                 y, S = wkv7_chunked(*args, chunk=chunk)
 
-        # In the weights' dtype (CPU autocast leaves group_norm alone, and it refuses bf16 input
-        # with float32 weights), then in the activations' dtype.
+        # In the weights' dtype, then in the activations' dtype.
         w = self.ln_x.weight
-        y = F.group_norm(y.reshape(B * T, C).to(w.dtype), H, w, self.ln_x.bias, LN_X_EPS).to(x.dtype).view(B, T, C)
+        y = head_norm(y.to(w.dtype), N, w.view(H, N), self.ln_x.bias.view(H, N)).to(x.dtype).view(B, T, C)
         bonus = (r.view(B, T, H, N) * k.view(B, T, H, N) * self.r_k).sum(-1, keepdim=True) * v.view(B, T, H, N)
         y = y + bonus.view(B, T, C)
         return self.output(y * g), x[:, -1], S, v_first

@@ -50,7 +50,7 @@ from aiwriter import paths
 from aiwriter.errors import AIWriterError
 from aiwriter.speed.int4_blocks import BLOCK, extreme_values
 
-SCHEME = "int4-sym-b128-v3"  # changes whenever the quantization or the graph does (cache key)
+SCHEME = "int4-sym-b128-v4"  # changes whenever the quantization or the graph does (cache key)
 ALIGN = 64 * 1024  # offsets of the tensors in the .data file
 ROWS = 4096  # output rows quantized / unpacked at a time (bounds the temporaries of a big head)
 

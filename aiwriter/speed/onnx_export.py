@@ -15,6 +15,8 @@ import json
 import zlib
 from pathlib import Path
 
+import torch
+
 from aiwriter.errors import AIWriterError
 
 # Families whose step is an RNN step (the windowed F1/F2 have a growing window, no fixed graph).
@@ -24,21 +26,31 @@ META_PREFIX = "aiwriter."
 PROTO_LIMIT = int(1.8 * 2**30)  # bytes of tensors above which files keep them outside (protobuf's 2 GB)
 
 
+class _Step(torch.nn.Module):
+    """ids [B] and the state's tensors in, logits and the new state's tensors out. A class made
+    per export would be a reference cycle, and the lean step it closed over, holding the model's
+    float tensors, would outlive the export until a garbage collection (700 MB at 1.5B)."""
+
+    def __init__(self, net, one, names):
+        super().__init__()
+        self.net, self.names = net, names
+        self.lean = None if one is net else one  # a plain function, not a second registration of net
+
+    def forward(self, ids, *state):
+        logits, new = (self.lean or self.net)(ids.unsqueeze(1), dict(zip(self.names, state)))
+        return (logits, *[new[n] for n in self.names])
+
+
 def _step_module(net):
-    import torch
+    """The module traced: one step of `net`, through the lean one-token step where the family has
+    one (speed/fast_decode.py: the same values as the family's forward, in shapes that export to
+    a third fewer nodes, and onnxruntime's per-node cost falls with them)."""
+    from aiwriter.speed.fast_decode import BUILDERS
 
     names = list(net.new_state(1).keys())
-
-    class Step(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-
-        def forward(self, ids, *state):
-            logits, new = self.net(ids.unsqueeze(1), dict(zip(names, state)))
-            return (logits, *[new[n] for n in names])
-
-    return Step().eval(), names
+    with torch.no_grad():  # the lean step's derived constants are not part of any graph
+        one = BUILDERS[net.family](net) if net.family in BUILDERS else net
+    return _Step(net, one, names).eval(), names
 
 
 @contextlib.contextmanager
@@ -69,7 +81,6 @@ def _plain_lerp():
     """Export torch.lerp as a + w * (b - a): three nodes, where the exporter's own form (two
     formulas and a Where, for rounding at w near 1) costs the step some 35 extra nodes. The
     values differ from torch.lerp's in the last bits only."""
-    import torch
 
     def lerp(g, a, b, w):
         return g.op("Add", a, g.op("Mul", w, g.op("Sub", b, a)))
@@ -115,7 +126,6 @@ def trace_step(net, export_params: bool = True, target=None, fast: bool = False)
     import warnings
 
     import onnx
-    import torch
 
     step, names = _step_module(net)
     B = 2  # not 1, so the batch dim is traced as a variable, not specialised away
@@ -144,7 +154,6 @@ def export_onnx(net, out: Path, int8: bool = False) -> Path:
     """Write one step of a family module (as load_model builds it) to `out`. int8: the MatMul
     weights become int8 per output channel (onnxruntime's dynamic quantization: the activations
     are quantized per call, MatMulInteger accumulates in int32). (4-bit: speed.int4.write_step.)"""
-    import torch
 
     try:
         import onnx
