@@ -355,6 +355,28 @@ def test_ort_threads_setting(tmp_path, cache, monkeypatch):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir()) == files
 
 
+def test_ort_spin_setting(tmp_path, cache, monkeypatch):
+    """onnxruntime's waiting threads sleep unless AIWRITER_ORT_SPIN=1 (not OMP_WAIT_POLICY, which
+    would spin torch's threads too); the logits do not depend on it; a bad value is refused."""
+    path = _model_file(tmp_path)
+
+    def spinning(m):
+        return m.net.onnx_net.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    m = aiwriter.load_model(path, dtype="int4")
+    assert spinning(m) == "0"
+    monkeypatch.setenv("AIWRITER_ORT_SPIN", "1")
+    spin = aiwriter.load_model(path, dtype="int4")
+    assert spinning(spin) == "1"
+    la, lb = m.forward([1, 2, 3])[0], spin.forward([1, 2, 3])[0]
+    assert (la - lb).abs().max().item() <= 1e-5 * la.abs().max().item()
+    for bad in ("yes", "2"):
+        monkeypatch.setenv("AIWRITER_ORT_SPIN", bad)
+        with pytest.raises(AIWriterError, match="AIWRITER_ORT_SPIN"):
+            aiwriter.load_model(path, dtype="int4")
+
+
 
 def test_short_openings_are_read_by_the_decoding_step(tmp_path, monkeypatch):
     """Up to Int4Net.STEPWISE ids are read one at a time by onnxruntime's step (the PyTorch side

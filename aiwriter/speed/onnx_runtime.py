@@ -17,7 +17,8 @@ decode rate; reading long openings is faster with the PyTorch backend.
 
 Threads: onnxruntime's intra-op pool has torch's thread count unless AIWRITER_ORT_THREADS says
 otherwise (on the busy 2-core EPYC of docs/benchmarks.md, 4 threads decoded the 1.5B int4 step
-1.3x faster than 2 in one half hour and 0.86x in the next: not a default).
+1.3x faster than 2 in one half hour and 0.86x in the next: not a default); its waiting threads
+sleep unless AIWRITER_ORT_SPIN=1 (faster on idle cores, far slower when anything else runs).
 """
 from __future__ import annotations
 
@@ -73,6 +74,18 @@ def ort_threads() -> int:
     return n
 
 
+def ort_spin() -> bool:
+    """Whether onnxruntime's waiting threads spin: $AIWRITER_ORT_SPIN=1 (off by default). Its own
+    knob, not OMP_WAIT_POLICY=ACTIVE, which also spins torch's threads: in the int4 mode those
+    then take the cores from onnxruntime's (1.5B, idle AVX2 EPYC: 10.2 tok/s against 19.1 with
+    neither spinning and 21.2 with onnxruntime's alone)."""
+    text = os.environ.get("AIWRITER_ORT_SPIN", "").strip()
+    if text not in ("", "0", "1"):
+        raise AIWriterError(f"AIWRITER_ORT_SPIN 应为 0 或 1，而不是 {text!r}",
+                            f"AIWRITER_ORT_SPIN must be 0 or 1, not {text!r}")
+    return text == "1"
+
+
 class OnnxNet:
     """The family contract (family, vocab_size, ctx_len, new_state, __call__) over an ONNX step."""
 
@@ -91,11 +104,10 @@ class OnnxNet:
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if optimized
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         self.threads = opts.intra_op_num_threads = ort_threads()
-        if os.environ.get("OMP_WAIT_POLICY", "").upper() != "ACTIVE":
-            # waiting threads sleep, as torch's do (importing aiwriter asks for PASSIVE): with any
-            # other load on the cores, spinning threads halved the 1.5B int4 decode (3.7-6.0 vs
-            # 6.1-11.8 tok/s, AVX2 EPYC, 2 cores); OMP_WAIT_POLICY=ACTIVE spins for an idle machine
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # waiting threads sleep unless AIWRITER_ORT_SPIN=1: with any other load on the cores,
+        # spinning threads halved the 1.5B int4 decode (3.7-6.0 vs 6.1-11.8 tok/s, AVX2 EPYC, 2
+        # cores); on idle cores they made it 1.1x faster (see ort_spin)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if ort_spin() else "0")
         if save_optimized is not None:
             opts.log_severity_level = 3  # its note that the file suits this machine only: it is keyed by the CPU
             opts.optimized_model_filepath = str(save_optimized)
