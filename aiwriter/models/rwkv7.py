@@ -54,8 +54,9 @@ def wkv7_scan(S, r, logw, k, v, a, b):
     """Reference form: one position at a time."""
     ys = []
     for t in range(r.shape[1]):
-        col, row = (lambda x: x[:, t].unsqueeze(-1)), (lambda x: x[:, t].unsqueeze(-2))
-        y, S = wkv7_step(S, col(r), row(logw).exp(), row(k), col(v), col(a), row(b))
+        rt, vt, at = (x[:, t].unsqueeze(-1) for x in (r, v, a))  # columns
+        wt, kt, bt = (x[:, t].unsqueeze(-2) for x in (logw.exp(), k, b))  # rows
+        y, S = wkv7_step(S, rt, wt, kt, vt, at, bt)
         ys.append(y.squeeze(-1))
     return torch.stack(ys, 1), S
 

@@ -105,6 +105,12 @@ def rwkv7_step(net):
         ))
     ln_out, head = _ln(net.ln_out), net.head.forward
 
+    def col(t):  # a vector of the state's products: [B, 1, C] -> [B, 1, H, N, 1]
+        return t.float().view(-1, 1, H, N, 1)
+
+    def row(t):  # -> [B, 1, H, 1, N]
+        return t.float().view(-1, 1, H, 1, N)
+
     def step(ids, state):
         # Mirrors RWKV7.forward and TimeMix.forward for T = 1: the same values, in shapes that
         # export to few ONNX nodes (the int4 and ONNX modes run this step's graph): -1 for the
@@ -131,12 +137,6 @@ def rwkv7_step(net):
             else:
                 v0, v1, v2 = v_mix
                 v = torch.lerp(v, v_first, torch.sigmoid(v0 + (xv @ v1) @ v2))
-            def col(t):
-                return t.float().view(-1, 1, H, N, 1)
-
-            def row(t):
-                return t.float().view(-1, 1, H, 1, N)
-
             y, S = wkv7_step(S_all[:, i:i + 1].float(), col(r), row(logw).exp(), row(k), col(v), col(-kk),
                              row(kk * iclr.view(-1, 1, H, N)))
             y = head_norm(y.view(-1, 1, H, N).to(h.dtype), N, lxw.view(H, N), lxb.view(H, N)).view(-1, 1, C)
