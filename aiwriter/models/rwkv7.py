@@ -52,10 +52,10 @@ def wkv7_step(S, r, w, k, v, a, b):
 
 def wkv7_scan(S, r, logw, k, v, a, b):
     """Reference form: one position at a time."""
-    ys = []
+    ys, w = [], logw.exp()
     for t in range(r.shape[1]):
         rt, vt, at = (x[:, t].unsqueeze(-1) for x in (r, v, a))  # columns
-        wt, kt, bt = (x[:, t].unsqueeze(-2) for x in (logw.exp(), k, b))  # rows
+        wt, kt, bt = (x[:, t].unsqueeze(-2) for x in (w, k, b))  # rows
         y, S = wkv7_step(S, rt, wt, kt, vt, at, bt)
         ys.append(y.squeeze(-1))
     return torch.stack(ys, 1), S
