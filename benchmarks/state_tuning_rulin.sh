@@ -5,12 +5,15 @@
 #
 #   sh benchmarks/state_tuning_rulin.sh [BOOK.txt] [MODEL.pth] [OUT.pth]
 #
-# Defaults: the corpus copy of 儒林外史, the embedded default model, examples/states/rulinwaishi.pth.
+# Run from the repository root. Defaults: ../shared's copy of 儒林外史, the embedded default model,
+# examples/states/rulinwaishi.pth, the project's .venv python (PYTHON=... to change it).
 # Extra flags for `aiwriter train` can be given in STATE_FLAGS (e.g. STATE_FLAGS="--state-lr 1").
 set -e
-BOOK=${1:-/work/shared/corpus/heldout/儒林外史.txt}
+BOOK=${1:-../shared/corpus/heldout/儒林外史.txt}
 MODEL=${2:-aiwriter/default_model/model.pth}
 OUT=${3:-examples/states/rulinwaishi.pth}
+# the project's venv (install.sh) unless PYTHON says otherwise: a bare `python` may lack torch
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
 PY=${PYTHON:-python}
 export OMP_WAIT_POLICY=PASSIVE
 # shellcheck disable=SC2086
