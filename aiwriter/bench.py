@@ -356,7 +356,8 @@ def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": {"aiwriter": os.environ.get("OMP_WAIT_POLICY"),  # what our case processes get
-                                "yardsticks": aiwriter.USER_OMP_WAIT_POLICY or "default"}}
+                                "yardsticks": aiwriter.USER_OMP_WAIT_POLICY or "default"},
+            "ort_spin": os.environ.get("AIWRITER_ORT_SPIN") or "auto"}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -509,6 +510,6 @@ def run(args: BenchSettings) -> int:
         m = report["machine"]
         print(f"{m.get('cpu')} · {m['cpus']} CPUs · torch {m['torch']} ({m['torch_threads']} threads) · rwkv {m['rwkv']}"
               f" · onnxruntime {m['onnxruntime']} · OpenMP waiting: aiwriter {m['omp_wait_policy']['aiwriter']},"
-              f" yardsticks {m['omp_wait_policy']['yardsticks']}")
+              f" yardsticks {m['omp_wait_policy']['yardsticks']} · onnxruntime spinning: {m.get('ort_spin', 'auto')}")
         print(table(report))
     return 1 if any("error" in r for r in results) else 0

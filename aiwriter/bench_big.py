@@ -70,6 +70,9 @@ def measure_one(path: str, dtype: str, prompt: int, seconds: float, probe: bool 
         steps.append(time.perf_counter() - s)
     out["decode_tok_s"] = len(steps) / (time.perf_counter() - t)
     out["decode_median_tok_s"] = 1 / statistics.median(steps)
+    onnx_net = getattr(m.net, "onnx_net", None)
+    if onnx_net is not None:  # how its threads waited at the end of the decode (speed/spin.py)
+        out["ort_spinning"] = onnx_net.spinning
     out["bytes_per_token"] = bytes_per_token(m)
     if prompt:
         ids = torch.randint(0, m.vocab_size, (prompt,), generator=torch.Generator().manual_seed(0)).tolist()
@@ -141,7 +144,8 @@ def table(res: dict) -> str:
         limit = near * 1e9 / l["bytes_per_token"]
         med = l.get("decode_median_tok_s", l["decode_tok_s"])
         prompt = f"{l['prompt_tokens'] / l['prompt_s']:.1f}" if "prompt_s" in l else "—"
-        lines.append(f"| {r['dtype']} | {f['load_s']:.1f} | {l['load_s']:.1f} | {f['peak_rss_mb']:,.0f} / "
+        dtype = r["dtype"] + {True: " (threads spinning)", False: " (threads sleeping)"}.get(l.get("ort_spinning"), "")
+        lines.append(f"| {dtype} | {f['load_s']:.1f} | {l['load_s']:.1f} | {f['peak_rss_mb']:,.0f} / "
                      f"{l['peak_rss_mb']:,.0f} | {l['decode_tok_s']:.2f} / {med:.2f} | {l['bytes_per_token'] / 1e6:,.0f} | "
                      f"{near:.1f} | {limit:.1f} | {100 * l['decode_tok_s'] / limit:.0f} % / {100 * med / limit:.0f} % | "
                      f"{prompt} |")

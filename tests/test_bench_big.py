@@ -21,8 +21,10 @@ def test_bench_model_measures_loads_decode_and_bandwidth(tmp_path):
         assert run["later"]["bandwidth_gbs"] > 0.1 and "bandwidth_gbs" not in run["first"]
         assert run["later"]["decode_median_tok_s"] > 0
     assert len(list((tmp_path / "c").glob("*.int4.onnx"))) == 1  # the first load wrote it, the later one read it
+    int4, fp32 = (run["later"] for run in res["runs"])
+    assert isinstance(int4["ort_spinning"], bool) and "ort_spinning" not in fp32  # how onnxruntime's threads waited
     text = bench_big.table(res)
-    assert "| int4 |" in text and "| fp32 |" in text and "GB/s" in text and "median" in text
+    assert "| int4 (threads s" in text and "| fp32 |" in text and "GB/s" in text and "median" in text
 
 
 def test_random_checkpoint_streams_the_same_weights_as_random_weights(tmp_path):

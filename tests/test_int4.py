@@ -356,26 +356,44 @@ def test_ort_threads_setting(tmp_path, cache, monkeypatch):
 
 
 def test_ort_spin_setting(tmp_path, cache, monkeypatch):
-    """onnxruntime's waiting threads sleep unless AIWRITER_ORT_SPIN=1 (not OMP_WAIT_POLICY, which
-    would spin torch's threads too); the logits do not depend on it; a bad value is refused."""
+    """onnxruntime's waiting threads: AIWRITER_ORT_SPIN=0 sleeps, =1 spins, unset (auto) spins
+    until this process's threads wait for a CPU, then the session is reopened sleeping (not
+    OMP_WAIT_POLICY, which would spin torch's threads too); the logits depend on none of it; a
+    bad value is refused."""
+    from aiwriter.speed.spin import SpinPolicy, run_delay_ns
+
     path = _model_file(tmp_path)
-
-    def spinning(m):
-        return m.net.onnx_net.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
-
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    m = aiwriter.load_model(path, dtype="int4")
-    assert spinning(m) == "0"
+    monkeypatch.setenv("AIWRITER_ORT_SPIN", "0")
+    off = aiwriter.load_model(path, dtype="int4")
+    assert not off.net.onnx_net.spinning and off.net.onnx_net._spin_policy is None
     monkeypatch.setenv("AIWRITER_ORT_SPIN", "1")
-    spin = aiwriter.load_model(path, dtype="int4")
-    assert spinning(spin) == "1"
-    la, lb = m.forward([1, 2, 3])[0], spin.forward([1, 2, 3])[0]
+    on = aiwriter.load_model(path, dtype="int4")
+    assert on.net.onnx_net.spinning and on.net.onnx_net._spin_policy is None
+    la, lb = off.forward([1, 2, 3])[0], on.forward([1, 2, 3])[0]
     assert (la - lb).abs().max().item() <= 1e-5 * la.abs().max().item()
+
+    monkeypatch.delenv("AIWRITER_ORT_SPIN")
+    auto = aiwriter.load_model(path, dtype="int4")
+    net = auto.net.onnx_net
+    assert net.spinning == (run_delay_ns() is not None) == (net._spin_policy is not None)  # Linux: spins at first
+    if net._spin_policy is not None:
+        waited = [0]
+
+        def contended():  # the threads waited for a CPU a second per call
+            waited[0] += 10**9
+            return waited[0]
+
+        net._spin_policy = SpinPolicy(probe=contended, window_s=0.0)
+        old = net.session
+        lc, sc = auto.forward([1, 2])
+        assert not net.spinning and net.session is not old  # reopened, sleeping
+        lc, sc = auto.forward([3], sc)
+        assert (la - lc).abs().max().item() <= 1e-5 * la.abs().max().item()
     for bad in ("yes", "2"):
         monkeypatch.setenv("AIWRITER_ORT_SPIN", bad)
         with pytest.raises(AIWriterError, match="AIWRITER_ORT_SPIN"):
             aiwriter.load_model(path, dtype="int4")
-
 
 
 def test_short_openings_are_read_by_the_decoding_step(tmp_path, monkeypatch):

@@ -80,6 +80,24 @@ def test_exported_file_loads_alone(pair, tmp_path):
     _close(m.forward([5, 6])[0], model.forward([5, 6])[0], "logits")
 
 
+def test_small_graph_spins_until_contended_and_a_big_one_never_reopens(pair, tmp_path, monkeypatch):
+    """AIWRITER_ORT_SPIN unset: a graph cheap to reopen starts spinning under the policy of
+    speed/spin.py; one that onnxruntime would have to optimize again at length (above
+    REOPEN_BYTES) sleeps from the start and is never reopened."""
+    from aiwriter.speed.onnx_runtime import OnnxNet
+    from aiwriter.speed.spin import run_delay_ns
+
+    monkeypatch.delenv("AIWRITER_ORT_SPIN", raising=False)
+    model, _ = pair
+    out = export_onnx(model.net, tmp_path / "s.onnx")
+    small = OnnxNet(out)
+    assert small.spinning == (small._spin_policy is not None) == (run_delay_ns() is not None)
+    monkeypatch.setattr(OnnxNet, "REOPEN_BYTES", 1)
+    big = OnnxNet(out)
+    assert not big.spinning and big._spin_policy is None
+    _close(big(torch.tensor([[5]]), big.new_state(1))[0], small(torch.tensor([[5]]), small.new_state(1))[0], "logits")
+
+
 def test_write_backend_onnx_writes_what_torch_writes(pair, tmp_path):
     _, path = pair
     p = argparse.ArgumentParser()

@@ -14,8 +14,8 @@ Two engines, one set of 4-bit values:
   its 4-bit kernels stream the weights at the memory's speed (benchmarks/int4_gemv.py, AVX2 EPYC,
   one row: MatMulNBits 21-24 GB/s where torch.sum read 20-34; torch's own int4 CPU kernel,
   _weight_int4pack_mm_for_cpu, 0.2-0.8 GB/s with float32 activations, 7-9 with bf16);
-  onnxruntime's threads: torch's count, or AIWRITER_ORT_THREADS, sleeping while they wait
-  unless AIWRITER_ORT_SPIN=1;
+  onnxruntime's threads: torch's count, or AIWRITER_ORT_THREADS, spinning while they wait as
+  long as no other program competes for the cores (speed/spin.py);
 - several tokens (reading an opening) or all logits run the PyTorch module: each Int4Linear
   unpacks its blocks (a slice of rows at a time) and multiplies in float32 (bf16 where oneDNN has
   native bf16), so prompts get PyTorch's parallel GEMMs.
@@ -436,9 +436,10 @@ def _optimized_session(onnx_path: Path):
 
 
 def open_int4(net: nn.Module, onnx_path: Path, optimize: bool = True) -> Int4Net:
-    from aiwriter.speed.onnx_runtime import OnnxNet, ort_spin, ort_threads
+    from aiwriter.speed.onnx_runtime import OnnxNet, ort_threads
+    from aiwriter.speed.spin import spin_setting
 
-    ort_threads(), ort_spin()  # a bad setting is refused here, not taken for a damaged cache entry below
+    ort_threads(), spin_setting()  # a bad setting is refused here, not taken for a damaged cache entry below
     onnx_net = _optimized_session(onnx_path) if optimize else OnnxNet(onnx_path)
     return Int4Net(net, onnx_net)
 
@@ -460,9 +461,10 @@ def to_int4(net: nn.Module, path: Path | None, rebuild: bool = False, progress=N
     (or if `rebuild`). progress: a callable(total, desc) giving a progress bar (update,
     set_postfix_str, close) shown while the entry is prepared."""
     from aiwriter.speed.onnx_export import SUPPORTED
-    from aiwriter.speed.onnx_runtime import ort_spin, ort_threads
+    from aiwriter.speed.onnx_runtime import ort_threads
+    from aiwriter.speed.spin import spin_setting
 
-    ort_threads(), ort_spin()  # a bad setting is refused before the (long) first preparation
+    ort_threads(), spin_setting()  # a bad setting is refused before the (long) first preparation
     if net.family not in SUPPORTED:
         raise AIWriterError(f"int4 只支持 RWKV-4/5/6/7 模型，这是 {net.family}",
                             f"int4 supports RWKV-4/5/6/7 models only; this is {net.family}")
