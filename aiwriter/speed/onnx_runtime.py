@@ -147,6 +147,7 @@ class OnnxNet:
         return self.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
     def _reopen(self, spinning: bool) -> None:
+        """From the thread that runs the model (the server has one: server/scheduler.py)."""
         self.session = None  # its threads and mapped weights go first: never two sessions at once
         self.session = self._open(spinning)
 
