@@ -384,7 +384,7 @@ def test_ort_spin_setting(tmp_path, cache, monkeypatch):
             waited[0] += 10**9
             return waited[0]
 
-        net._spin_policy = SpinPolicy(probe=contended, window_s=0.0)
+        net._spin_policy = SpinPolicy(probe=contended, clock=lambda: 0.0, window_s=0.0)
         old = net.session
         lc, sc = auto.forward([1, 2])
         assert not net.spinning and net.session is not old  # reopened, sleeping

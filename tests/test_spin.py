@@ -25,21 +25,30 @@ def test_setting(monkeypatch):
 
 
 class Clock:
-    """A run-queue wait that grows by what the test says per window."""
+    """A run-queue wait that grows by what the test says per window, and the wall clock."""
 
     def __init__(self):
-        self.ns, self.reads = 0, 0
+        self.ns, self.reads, self.s = 0, 0, 0.0
 
     def __call__(self):
         self.reads += 1
         return self.ns
 
+    def wall(self):
+        return self.s
 
-def window(policy, clock, wait_share, seconds=1.0, steps=4):
-    """`steps` calls making one window of `seconds`, the threads waiting `wait_share` of it."""
+
+def policy(clock, **kw):
+    return SpinPolicy(probe=clock, clock=clock.wall, **kw)
+
+
+def window(policy, clock, wait_share, seconds=1.0, steps=4, gap=0.0):
+    """`steps` calls making one window of `seconds`, the threads waiting `wait_share` of it,
+    `gap` seconds of other work before the last call."""
     verdicts = []
-    for _ in range(steps):
+    for i in range(steps):
         clock.ns += int(wait_share * seconds / steps * 1e9)
+        clock.s += seconds / steps + (gap if i == steps - 1 else 0.0)
         verdicts.append(policy.observe(seconds / steps))
     changes = [v for v in verdicts if v is not None]
     assert len(changes) <= 1
@@ -48,7 +57,7 @@ def window(policy, clock, wait_share, seconds=1.0, steps=4):
 
 def test_policy_stops_spinning_at_contention_and_resumes_after_a_growing_calm():
     clock = Clock()
-    p = SpinPolicy(probe=clock, window_s=1.0, calm_s=3.0, max_calm_s=5.0)
+    p = policy(clock, window_s=1.0, calm_s=3.0, max_calm_s=5.0)
     assert p.spinning
     for _ in range(5):
         assert window(p, clock, 0.01) is None  # quiet: keeps spinning
@@ -67,7 +76,7 @@ def test_policy_stops_spinning_at_contention_and_resumes_after_a_growing_calm():
 
 def test_policy_reads_the_kernel_once_per_window():
     clock = Clock()
-    p = SpinPolicy(probe=clock, window_s=1.0)
+    p = policy(clock, window_s=1.0)
     assert clock.reads == 1  # the baseline
     for _ in range(3):
         p.observe(0.25)
@@ -84,10 +93,19 @@ def test_policy_without_the_kernels_figure_never_changes():
 
 def test_a_thread_that_ended_does_not_count_as_negative_wait():
     clock = Clock()
-    p = SpinPolicy(probe=clock, window_s=1.0, calm_s=1.0)
+    p = policy(clock, window_s=1.0, calm_s=1.0)
     assert window(p, clock, 0.9) is False
     clock.ns -= 10**9  # a thread with a large count ended: the sum fell
     assert window(p, clock, 0.0) is True  # read as no wait, not as an error
+
+
+def test_a_window_stretched_by_other_work_is_dropped():
+    """An opening read by PyTorch's threads between two calls (or an idle server) leaves the
+    window's wall time far above its work, and whatever waited meanwhile is not the calls'."""
+    clock = Clock()
+    p = policy(clock, window_s=1.0)
+    assert window(p, clock, 0.9, gap=5.0) is None and p.spinning and p.last_share is None
+    assert window(p, clock, 0.9, gap=1.5) is False  # stretched 2.5x: still counted
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the kernel's run-queue figure is Linux's")

@@ -18,6 +18,7 @@ kernel gives no such figure (not Linux) auto means sleeping threads, as before.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -62,33 +63,39 @@ class SpinPolicy:
 
     `observe(busy_s)` after each call of the session, with the seconds it ran; it returns the
     new setting when the session should be reopened with it, else None. The run-queue wait is
-    read once per `window_s` of work (reading it costs ~0.1 ms: not once per step)."""
+    read once per `window_s` of work (reading it costs ~0.1 ms: not once per step), so it also
+    counts what the process's other threads waited between the calls; a window that took more
+    than `max_stretch` times its work in wall time (an opening read by PyTorch's threads in
+    between, an idle server) says little about the calls and is dropped."""
 
     probe: Callable[[], int | None] = run_delay_ns
+    clock: Callable[[], float] = time.monotonic
     spinning: bool = True
     window_s: float = 1.0  # seconds of work per verdict
     contended: float = 0.2  # waiting per second of work above which the cores are contended
     quiet: float = 0.05  # ... and below which they are free
     calm_s: float = 30.0  # seconds of free windows in a row before spinning again
     max_calm_s: float = 600.0  # the longest that wait becomes (it doubles each episode)
+    max_stretch: float = 3.0  # wall seconds per second of work above which a window is dropped
     _busy: float = field(default=0.0, init=False)
+    _since: float = field(default=0.0, init=False)
     _calm: float = field(default=0.0, init=False)
     _last: int | None = field(default=None, init=False)
     last_share: float | None = field(default=None, init=False)  # the last window's wait per second of work
 
     def __post_init__(self):
-        self._last = self.probe()
+        self._last, self._since = self.probe(), self.clock()
 
     def observe(self, busy_s: float) -> bool | None:
         self._busy += busy_s
         if self._busy < self.window_s:
             return None
-        now = self.probe()
-        if now is None or self._last is None:
-            self._last, self._busy = now, 0.0
+        now, since, window = self.probe(), self._since, self._busy
+        self._last, last, self._since, self._busy = now, self._last, self.clock(), 0.0
+        if now is None or last is None or self._since - since > self.max_stretch * window:
             return None
-        share = max(0, now - self._last) / 1e9 / self._busy  # a thread that ended takes its count along
-        self._last, window, self._busy, self.last_share = now, self._busy, 0.0, share
+        share = max(0, now - last) / 1e9 / window  # a thread that ended takes its count along
+        self.last_share = share
         if share > self.contended:
             self._calm = 0.0
             if self.spinning:
